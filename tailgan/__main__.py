@@ -1,0 +1,5 @@
+import sys
+
+from tailgan.cli import main
+
+sys.exit(main())
