@@ -102,9 +102,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise TailganError(
-            f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(names))})"
-        )
+        raise TailganError(f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(names))})")
     kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
 

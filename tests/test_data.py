@@ -15,7 +15,6 @@ from tailgan.data import (
     ClassBalancedSampler,
     DataConfig,
     ImageSet,
-    export_image_sets,
     fit_images,
     load_data,
     load_from_manifest,
@@ -31,13 +30,17 @@ CIFAR_IF100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
 def preset_counts(name, available):
-    p = {k: v for k, v in PRESETS[name].items()
-         if k in ("recipe", "imbalance_factor", "n_max", "minority_fraction", "ecogan_unit", "counts")}
+    p = {
+        k: v
+        for k, v in PRESETS[name].items()
+        if k in ("recipe", "imbalance_factor", "n_max", "minority_fraction", "ecogan_unit", "counts")
+    }
     recipe = p.pop("recipe")
     return long_tail_counts(recipe, available, **p)
 
 
 # --- recipes and presets: exact counts -------------------------------------------------------------
+
 
 def test_exp_recipe_cifar10_if100():
     assert long_tail_counts("exp", [5000] * 10, imbalance_factor=100) == CIFAR_IF100
@@ -88,6 +91,7 @@ def test_cli_info_fashion_mnist(fmnist_root, capsys):
 
 # --- determinism and manifests ---------------------------------------------------------------------
 
+
 def test_selection_determinism():
     labels = np.repeat(np.arange(4), 50)
     a = select_indices(labels, [50, 20, 10, 5], "shuffle", seed=3)
@@ -124,6 +128,7 @@ def test_manifest_round_trip(tmp_path):
 
 
 # --- samplers ---------------------------------------------------------------------------------------
+
 
 def test_balanced_sampler_frequencies():
     labels = torch.tensor([0] * 1000 + [1] * 10 + [2] * 100)
@@ -166,6 +171,7 @@ def test_batch_stream_shards_epochs():
 
 # --- transforms ---------------------------------------------------------------------------------------
 
+
 def test_transforms():
     x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
     padded = fit_images(x, 32, 3, "pad")
@@ -178,6 +184,7 @@ def test_transforms():
 
 
 # --- folders and export ---------------------------------------------------------------------------------
+
 
 def test_export_then_folder_round_trip(tmp_path):
     data = load_data("digits_lt")
@@ -256,15 +263,19 @@ def test_corrupt_image(tmp_path):
 
 # --- bad input --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    (["data", "info", "fashion_mnist_lt", "--root", "/nonexistent/x"], "/nonexistent/x"),
-    (["data", "info", "no_such_set"], "unknown dataset 'no_such_set'"),
-    (["data", "info", "digits_lt", "imbalance_factor=0.5"], "IF=0.5"),
-    (["data", "info", "digits", "recipe=counts", "counts=[1,2,3]"], "3 values but the dataset has 10"),
-    (["data", "info", "digits_lt", "n_max=1000"], "asks for 1000 images of class 0"),
-    (["data", "info", "digits_lt", "colour=3"], "unknown config key 'data.colour'"),
-    (["data", "info", "digits_lt", "resolution=big"], "data.resolution"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "info", "fashion_mnist_lt", "--root", "/nonexistent/x"], "/nonexistent/x"),
+        (["data", "info", "no_such_set"], "unknown dataset 'no_such_set'"),
+        (["data", "info", "digits_lt", "imbalance_factor=0.5"], "IF=0.5"),
+        (["data", "info", "digits", "recipe=counts", "counts=[1,2,3]"], "3 values but the dataset has 10"),
+        (["data", "info", "digits_lt", "n_max=1000"], "asks for 1000 images of class 0"),
+        (["data", "info", "digits_lt", "colour=3"], "unknown config key 'data.colour'"),
+        (["data", "info", "digits_lt", "resolution=big"], "data.resolution"),
+    ],
+)
 def test_bad_input_is_one_line_error(args, message, capsys):
     assert cli(args) == 2
     err = capsys.readouterr().err.strip()
@@ -296,8 +307,21 @@ def test_config_types_and_overrides():
 
 
 def test_data_info_plot(tmp_path):
-    assert cli(["data", "info", "digits_lt", "--plot", str(tmp_path / "h.png"), "--log",
-                "--manifest", str(tmp_path / "m.json")]) == 0
+    assert (
+        cli(
+            [
+                "data",
+                "info",
+                "digits_lt",
+                "--plot",
+                str(tmp_path / "h.png"),
+                "--log",
+                "--manifest",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "h.png").size[0] > 100
     assert json.loads((tmp_path / "m.json").read_text())["counts"][0] == 120
 

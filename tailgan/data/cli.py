@@ -60,7 +60,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     data = load_data(data_config_from_args(args.spec, args, args.overrides))
     print(data.summary())
     m = data.manifest
-    print(f"recipe: {m['recipe']['recipe']} (selection {m['selection']}, seed {m['seed']}); fingerprint {m['fingerprint']}")
+    print(
+        f"recipe: {m['recipe']['recipe']} (selection {m['selection']}, seed {m['seed']}); "
+        f"fingerprint {m['fingerprint']}"
+    )
     if args.manifest:
         save_manifest(m, args.manifest)
         print(f"manifest written to {args.manifest}")

@@ -102,8 +102,10 @@ class LongTailedData:
     def summary(self) -> str:
         counts = self.train.counts()
         name = self.config.preset or self.config.source
-        lines = [f"{name}: {len(self.train)} training images, {self.num_classes} classes, "
-                 f"imbalance ratio {imbalance_ratio(counts):.1f}, test {len(self.test)} images"]
+        lines = [
+            f"{name}: {len(self.train)} training images, {self.num_classes} classes, "
+            f"imbalance ratio {imbalance_ratio(counts):.1f}, test {len(self.test)} images"
+        ]
         width = max(len(c) for c in self.classes)
         test_counts = self.test.counts()
         lines.append(f"  {'class':<{width + 6}} {'train':>7} {'test':>7}")
@@ -113,8 +115,20 @@ class LongTailedData:
 
 
 def _fingerprint(manifest: dict) -> str:
-    keep = {k: manifest[k] for k in ("source", "recipe", "kept_indices", "counts", "test_counts", "resolution",
-                                     "channels", "fit", "classes")}
+    keep = {
+        k: manifest[k]
+        for k in (
+            "source",
+            "recipe",
+            "kept_indices",
+            "counts",
+            "test_counts",
+            "resolution",
+            "channels",
+            "fit",
+            "classes",
+        )
+    }
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -125,13 +139,26 @@ def load_data(spec: str | DataConfig | dict = "digits_lt", root: str | None = No
     keyword overrides change single fields (``load_data("digits_lt", resolution=32)``).
     """
     cfg = resolve_data_config(spec, root, **overrides)
-    splits = load_source(cfg.source, cfg.root, download=cfg.download, resolution=cfg.resolution,
-                         channels=cfg.channels, fit=cfg.fit, skip_bad=cfg.skip_bad)
+    splits = load_source(
+        cfg.source,
+        cfg.root,
+        download=cfg.download,
+        resolution=cfg.resolution,
+        channels=cfg.channels,
+        fit=cfg.fit,
+        skip_bad=cfg.skip_bad,
+    )
     full = splits["train"]
     counts = long_tail_counts(
-        cfg.recipe, full.counts(), imbalance_factor=cfg.imbalance_factor, n_max=cfg.n_max,
-        minority_fraction=cfg.minority_fraction, ecogan_unit=cfg.ecogan_unit, counts=cfg.counts,
-        drop_class=cfg.drop_class, drop_fraction=cfg.drop_fraction,
+        cfg.recipe,
+        full.counts(),
+        imbalance_factor=cfg.imbalance_factor,
+        n_max=cfg.n_max,
+        minority_fraction=cfg.minority_fraction,
+        ecogan_unit=cfg.ecogan_unit,
+        counts=cfg.counts,
+        drop_class=cfg.drop_class,
+        drop_fraction=cfg.drop_fraction,
     )
     kept = select_indices(full.labels.numpy(), counts, cfg.selection, cfg.seed)
 
@@ -149,9 +176,23 @@ def load_data(spec: str | DataConfig | dict = "digits_lt", root: str | None = No
 def build_manifest(cfg: DataConfig, train: ImageSet, test: ImageSet, kept: np.ndarray) -> dict:
     from tailgan import __version__
 
-    recipe = {k: v for k, v in to_dict(cfg).items()
-              if k in ("recipe", "imbalance_factor", "n_max", "minority_fraction", "ecogan_unit", "counts",
-                       "drop_class", "drop_fraction", "selection", "seed")}
+    recipe = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k
+        in (
+            "recipe",
+            "imbalance_factor",
+            "n_max",
+            "minority_fraction",
+            "ecogan_unit",
+            "counts",
+            "drop_class",
+            "drop_fraction",
+            "selection",
+            "seed",
+        )
+    }
     manifest = {
         "tailgan_version": __version__,
         "source": cfg.source,

@@ -53,8 +53,9 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def _read_images(files: list[Path], resolution: int | None, channels: int | None, fit: str,
-                 skip_bad: bool) -> tuple[list[torch.Tensor], list[int]]:
+def _read_images(
+    files: list[Path], resolution: int | None, channels: int | None, fit: str, skip_bad: bool
+) -> tuple[list[torch.Tensor], list[int]]:
     """Decode ``files``; returns the fitted tensors and the positions that were kept."""
     opened: list[tuple[int, Image.Image]] = []
     bad: list[Path] = []
@@ -91,12 +92,19 @@ def _read_images(files: list[Path], resolution: int | None, channels: int | None
     return tensors, kept
 
 
-def load_image_folder(root: Path, resolution: int | None, channels: int | None, fit: str = "crop",
-                      skip_bad: bool = False, classes: list[str] | None = None) -> ImageSet:
+def load_image_folder(
+    root: Path,
+    resolution: int | None,
+    channels: int | None,
+    fit: str = "crop",
+    skip_bad: bool = False,
+    classes: list[str] | None = None,
+) -> ImageSet:
     """Load ``root/<class>/*`` into an ImageSet; class order is natural-sorted folder names (or ``classes``)."""
     root = Path(root)
-    class_dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
-                        key=lambda d: natural_key(d.name))
+    class_dirs = sorted(
+        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: natural_key(d.name)
+    )
     if not class_dirs:
         raise TailganError(f"{root} has no class folders; expected {root}/<class name>/<image files>")
     folder_names = [d.name for d in class_dirs]
@@ -119,8 +127,9 @@ def load_image_folder(root: Path, resolution: int | None, channels: int | None, 
     return ImageSet(torch.stack(tensors), torch.tensor([labels[i] for i in kept], dtype=torch.long), list(classes))
 
 
-def load_image_list(list_file: Path, base: Path, resolution: int, channels: int, fit: str = "crop",
-                    skip_bad: bool = False) -> ImageSet:
+def load_image_list(
+    list_file: Path, base: Path, resolution: int, channels: int, fit: str = "crop", skip_bad: bool = False
+) -> ImageSet:
     """Load images named in a ``relative/path label`` list (OLTR's Places-LT format)."""
     files, labels = [], []
     for n, line in enumerate(Path(list_file).read_text().splitlines(), 1):
@@ -133,7 +142,9 @@ def load_image_list(list_file: Path, base: Path, resolution: int, channels: int,
         labels.append(int(parts[1]))
     missing = [f for f in files if not f.is_file()]
     if missing and not skip_bad:
-        raise TailganError(f"{missing[0]} (listed in {list_file}) does not exist; {len(missing)} listed files are missing")
+        raise TailganError(
+            f"{missing[0]} (listed in {list_file}) does not exist; {len(missing)} listed files are missing"
+        )
     num_classes = max(labels) + 1
     names = [""] * num_classes
     for f, y in zip(files, labels):

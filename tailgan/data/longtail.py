@@ -55,7 +55,9 @@ def long_tail_counts(
         if counts is None:
             raise TailganError("recipe 'counts' needs data.counts=[n_0, n_1, ...] (one count per class)")
         if len(counts) != C:
-            raise TailganError(f"data.counts has {len(counts)} values but the dataset has {C} classes; give one per class")
+            raise TailganError(
+                f"data.counts has {len(counts)} values but the dataset has {C} classes; give one per class"
+            )
         out = [int(n) for n in counts]
     else:  # drop_one
         if not 0 <= drop_class < C:

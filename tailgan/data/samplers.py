@@ -35,8 +35,9 @@ class ClassBalancedSampler(Sampler[int]):
     different data and every run with the same seed sees the same data. Call ``set_epoch`` each epoch.
     """
 
-    def __init__(self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise TailganError(f"rank {rank} is not in 0..{world_size - 1}")
         self.weights = balanced_weights(labels)
@@ -62,8 +63,15 @@ class BatchStream:
     reshuffled epochs without replacement, each rank taking its own slice of the permutation.
     """
 
-    def __init__(self, labels: torch.Tensor, batch_size: int, balanced: bool = False, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        batch_size: int,
+        balanced: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         if len(self.labels) == 0:
             raise TailganError("the training set is empty")
@@ -78,7 +86,7 @@ class BatchStream:
     def _new_epoch(self) -> None:
         # every rank shuffles with the same generator, then takes a strided slice: a disjoint shard
         perm = torch.randperm(len(self.labels), generator=self.generator)
-        self.perm = perm[self.rank::self.world_size]
+        self.perm = perm[self.rank :: self.world_size]
         self.pos = 0
         self.epoch += 1
 
@@ -90,15 +98,19 @@ class BatchStream:
         while need > 0:
             if self.pos >= len(self.perm):
                 self._new_epoch()
-            take = self.perm[self.pos:self.pos + need]
+            take = self.perm[self.pos : self.pos + need]
             self.pos += len(take)
             need -= len(take)
             parts.append(take)
         return torch.cat(parts)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos,
-                "epoch": self.epoch}
+        return {
+            "generator": self.generator.get_state(),
+            "perm": self.perm.clone(),
+            "pos": self.pos,
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])

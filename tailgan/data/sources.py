@@ -25,6 +25,7 @@ TORCHVISION_SOURCES = {
     "cifar100": ("CIFAR100", "cifar-100-python"),
 }
 
+
 def _torchvision_split(name: str, root: str, train: bool, download: bool) -> ImageSet:
     import torchvision.datasets as tvd
 
@@ -48,7 +49,9 @@ def _torchvision_split(name: str, root: str, train: bool, download: bool) -> Ima
 
 def load_torchvision(name: str, root: str | None, download: bool = False) -> Splits:
     if root is None:
-        raise TailganError(f"source {name!r} needs --root (the folder holding torchvision's {TORCHVISION_SOURCES[name][1]})")
+        raise TailganError(
+            f"source {name!r} needs --root (the folder holding torchvision's {TORCHVISION_SOURCES[name][1]})"
+        )
     if not Path(root).is_dir() and not download:
         raise TailganError(f"data root {root} does not exist; pass --root to an existing folder, or --download")
     return {
@@ -102,7 +105,11 @@ def load_places_lt(root: str | None, resolution: int | None, channels: int | Non
     if resolution is None:
         raise TailganError("places_lt needs a resolution (e.g. data.resolution=64): the images are 256 px")
     splits: Splits = {}
-    for split, fname in (("train", "Places_LT_train.txt"), ("test", "Places_LT_test.txt"), ("valid", "Places_LT_val.txt")):
+    for split, fname in (
+        ("train", "Places_LT_train.txt"),
+        ("test", "Places_LT_test.txt"),
+        ("valid", "Places_LT_val.txt"),
+    ):
         path = Path(root) / fname
         if not path.is_file():
             if split == "valid":
@@ -117,7 +124,9 @@ def load_places_lt(root: str | None, resolution: int | None, channels: int | Non
     return splits
 
 
-def load_folder_source(root: str | None, resolution: int | None, channels: int | None, fit: str, skip_bad: bool) -> Splits:
+def load_folder_source(
+    root: str | None, resolution: int | None, channels: int | None, fit: str, skip_bad: bool
+) -> Splits:
     """A user's folder: ``ROOT/train/<class>/*`` (+ ``ROOT/valid|val|test/<class>/*``) or a flat ``ROOT/<class>/*``.
 
     The test split is ``ROOT/test`` when present, else ``ROOT/valid`` (or ``val``, ECOGAN's name); a flat
@@ -132,13 +141,17 @@ def load_folder_source(root: str | None, resolution: int | None, channels: int |
         train = load_image_folder(base / "train", resolution, channels, fit, skip_bad)
         held_out = [base / n for n in ("test", "valid", "val") if (base / n).is_dir()]
         test = (
-            load_image_folder(held_out[0], resolution, channels or train.images.shape[1], fit, skip_bad, classes=train.classes)
-            if held_out else None
+            load_image_folder(
+                held_out[0], resolution, channels or train.images.shape[1], fit, skip_bad, classes=train.classes
+            )
+            if held_out
+            else None
         )
         valid = None
         if len(held_out) > 1 and held_out[0].name == "test":
-            valid = load_image_folder(held_out[1], resolution, channels or train.images.shape[1], fit, skip_bad,
-                                      classes=train.classes)
+            valid = load_image_folder(
+                held_out[1], resolution, channels or train.images.shape[1], fit, skip_bad, classes=train.classes
+            )
     else:
         train = load_image_folder(base, resolution, channels, fit, skip_bad)
         test, valid = None, None
@@ -154,8 +167,16 @@ def load_folder_source(root: str | None, resolution: int | None, channels: int |
 SOURCE_NAMES = ("fashion_mnist", "mnist", "cifar10", "cifar100", "digits", "folder", "places_lt")
 
 
-def load_source(name: str, root: str | None, *, download: bool, resolution: int | None, channels: int | None,
-                fit: str, skip_bad: bool) -> Splits:
+def load_source(
+    name: str,
+    root: str | None,
+    *,
+    download: bool,
+    resolution: int | None,
+    channels: int | None,
+    fit: str,
+    skip_bad: bool,
+) -> Splits:
     """Load every split of source ``name`` (native pixels, except folders and Places which are fitted on load)."""
     if name in TORCHVISION_SOURCES:
         return load_torchvision(name, root, download)

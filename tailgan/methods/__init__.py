@@ -1,0 +1,48 @@
+"""GAN recipes, registered by name. A new recipe is one file plus one line in ``_MODULES``."""
+
+from __future__ import annotations
+
+import importlib
+
+from tailgan.errors import TailganError
+
+# method name -> (module, class name)
+_MODULES = {
+    "cgan": ("tailgan.methods.cgan", "CGAN"),
+    "acgan": ("tailgan.methods.acgan", "ACGAN"),
+    "contragan": ("tailgan.methods.contragan", "ContraGAN"),
+    "reacgan": ("tailgan.methods.reacgan", "ReACGAN"),
+    "ecogan": ("tailgan.methods.ecogan", "ECOGAN"),
+}
+
+
+def method_names() -> list[str]:
+    return list(_MODULES)
+
+
+def get_method(name: str) -> type:
+    if name not in _MODULES:
+        raise TailganError(f"unknown method {name!r}; choose one of {', '.join(_MODULES)}")
+    module, cls = _MODULES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def all_presets() -> dict[str, dict]:
+    """Every preset of every method: name -> config dict (with 'method')."""
+    out: dict[str, dict] = {}
+    for module, _ in _MODULES.values():
+        out.update(importlib.import_module(module).PRESETS)
+    return out
+
+
+def resolve_preset(name: str) -> dict:
+    """A method or preset name -> the preset's config dict (a method name gives its default preset)."""
+    if name in _MODULES:
+        module = importlib.import_module(_MODULES[name][0])
+        return dict(module.PRESETS[module.DEFAULT_PRESET], preset=module.DEFAULT_PRESET)
+    presets = all_presets()
+    if name in presets:
+        return dict(presets[name], preset=name)
+    raise TailganError(
+        f"unknown method or preset {name!r}; methods: {', '.join(_MODULES)}; presets: {', '.join(presets)}"
+    )

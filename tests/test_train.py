@@ -1,0 +1,213 @@
+"""The GAN engine: every recipe trains from the CLI, resume is bit-exact, NaN stops cleanly, sampling."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tailgan import load_generator
+from tailgan.cli import main as cli
+from tailgan.errors import TailganError
+from tailgan.methods import all_presets, method_names
+from tailgan.runs import load_checkpoint
+from tailgan.train import TrainingDiverged, make_config, train
+
+TINY = [
+    "optim.batch_size=8",
+    "optim.d_steps=2",
+    "model.conv_dim=8",
+    "model.embed_dim=16",
+    "model.shared_dim=8",
+    "log_every=1",
+    "sample_every=2",
+    "ckpt_every=2",
+]
+
+
+def tiny(arch_overrides=()):
+    return TINY + list(arch_overrides)
+
+
+def run_cli(args):
+    assert cli(args) == 0
+
+
+@pytest.mark.parametrize("name", method_names() + sorted(set(all_presets()) - set(method_names())))
+def test_every_method_and_preset_trains_from_cli(name, tmp_path):
+    out = tmp_path / "run"
+    extra = ["optim.batch_size=8"] if "dcgan" in name else []
+    run_cli(["train", "--method", name, "--data", "digits_lt", "--steps", "2", "--out", str(out), *tiny(), *extra])
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all("d_loss" in r and "g_loss" in r for r in records)
+    assert (out / "checkpoints" / "last.pt").is_file() and (out / "samples" / "step_0000002.png").is_file()
+    assert (out / "config.yaml").is_file() and list((out / "tb").iterdir())
+    g = load_generator(out)
+    x = g.sample(torch.arange(10), seed=0)
+    assert x.shape == (10, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(x, g.sample(torch.arange(10), seed=0))
+
+
+def test_fashion_mnist_lt_trains(fmnist_root, tmp_path):
+    run_cli(
+        [
+            "train",
+            "--method",
+            "ecogan-dcgan",
+            "--data",
+            "fashion_mnist_lt",
+            "--root",
+            fmnist_root,
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "sampling=balanced",
+            *tiny(),
+        ]
+    )
+    cfg = (tmp_path / "r" / "config.yaml").read_text()
+    assert "fashion_mnist" in cfg and "balanced" in cfg
+
+
+def _weights(run):
+    return load_checkpoint(Path(run) / "checkpoints" / "last.pt")["method"]
+
+
+def _assert_same_state(a, b):
+    for part in ("nets", "ema", "optimizers"):
+        flat_a, flat_b = _flatten(a[part]), _flatten(b[part])
+        assert flat_a.keys() == flat_b.keys()
+        for k in flat_a:
+            assert torch.equal(flat_a[k], flat_b[k]), f"{part}: {k} differs"
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out.update(_flatten(dict(enumerate(v)), f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[prefix + str(k)] = v
+    return out
+
+
+@pytest.mark.parametrize(
+    "method, extra",
+    [
+        ("ecogan-dcgan", ["sampling=balanced"]),
+        ("ecogan-biggan", ["ema_start=2", "ema_decay=0.9"]),  # EMA, flips, uniform fake labels
+    ],
+)
+def test_resume_is_bit_exact(method, extra, tmp_path):
+    over = tiny() + extra
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_cli(["train", "--method", method, "--steps", "6", "--out", str(straight), *over])
+    run_cli(["train", "--method", method, "--steps", "3", "--out", str(split), *over])
+    run_cli(["train", "--resume", str(split), "--steps", "6"])
+    _assert_same_state(_weights(straight), _weights(split))
+    steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_refuses_to_overwrite_a_run(tmp_path, capsys):
+    run_cli(["train", "--method", "ecogan-dcgan", "--steps", "1", "--out", str(tmp_path / "r"), *tiny()])
+    assert cli(["train", "--method", "ecogan-dcgan", "--steps", "1", "--out", str(tmp_path / "r"), *tiny()]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from tailgan.methods.ecogan import ECOGAN
+
+    real_loss = ECOGAN.contrastive
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 3 * 3 else value  # NaN from step 4 (3 calls per step)
+
+    monkeypatch.setattr(ECOGAN, "contrastive", staticmethod(poisoned))
+    cfg = make_config("ecogan-dcgan", overrides=tiny(), steps=10)
+    with pytest.raises(TrainingDiverged, match=r"step 4") as e:
+        train(cfg, tmp_path / "r")
+    assert "loss d_" in str(e.value) and "last good checkpoint" in str(e.value)
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert state["step"] == 2  # the last good checkpoint (every 2 steps) is kept
+    assert all(torch.isfinite(v).all() for v in _flatten(state["method"]["nets"]).values() if v.is_floating_point())
+
+
+def test_unknown_method_and_bad_override(capsys, tmp_path):
+    assert cli(["train", "--method", "nogan", "--steps", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown method or preset 'nogan'" in capsys.readouterr().err
+    assert cli(["train", "--method", "ecogan", "--steps", "1", "--out", str(tmp_path / "x"), "optim.lr=1"]) == 2
+    assert "unknown config key 'optim.lr'" in capsys.readouterr().err
+
+
+def test_config_file_and_overrides(tmp_path):
+    (tmp_path / "c.yaml").write_text("method: contragan\nsteps: 7\nloss:\n  temperature: 0.3\n")
+    cfg = make_config(config_file=str(tmp_path / "c.yaml"), overrides=["loss.cond_lambda=0.25"])
+    assert cfg.method == "contragan" and cfg.steps == 7 and cfg.loss.temperature == 0.3 and cfg.loss.cond_lambda == 0.25
+    assert cfg.loss.adv == "hinge" and cfg.ema  # from the contragan preset
+    (tmp_path / "bad.yaml").write_text("stepz: 3\n")
+    with pytest.raises(TailganError, match="stepz"):
+        make_config(config_file=str(tmp_path / "bad.yaml"))
+
+
+def test_sample_cli(tmp_path):
+    run = tmp_path / "run"
+    run_cli(["train", "--method", "ecogan-dcgan", "--steps", "1", "--out", str(run), *tiny()])
+    run_cli(["sample", str(run), "--class", "3", "--n", "5", "--out", str(tmp_path / "s")])
+    assert len(list((tmp_path / "s" / "train" / "cls3").glob("*.png"))) == 5
+    run_cli(["sample", str(run), "--balance-to", "max", "--out", str(tmp_path / "b")])
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["counts"] == [0, 28, 49, 65, 77, 87, 95, 100, 105, 108]  # 120 - digits_lt counts
+    assert manifest["generated"] and manifest["step"] == 1
+    for c, n in enumerate(manifest["counts"]):
+        assert len(list((tmp_path / "b" / "train" / f"cls{c}").glob("*.png"))) == n
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "tailgan",
+        *args,
+    ]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def test_ddp_two_processes_stay_in_sync_and_resume(tmp_path):
+    run = tmp_path / "ddp"
+    common = [*tiny(), "sampling=balanced"]
+    _torchrun(["train", "--method", "ecogan-dcgan", "--steps", "2", "--out", str(run), *common], tmp_path)
+    _torchrun(["train", "--resume", str(run), "--steps", "4"], tmp_path)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    synced = [r for r in records if "ddp_in_sync" in r]
+    assert [r["step"] for r in synced] == [2, 4] and all(r["ddp_in_sync"] for r in synced)
+    assert all(r["world_size"] == 2 for r in synced)
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
