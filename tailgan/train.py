@@ -251,6 +251,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
     real_labels = data.train.labels.to(device)
     num_classes, channels, size = data.num_classes, real.shape[1], real.shape[-1]
     method = build_method(cfg, num_classes, channels, size, device, rank, world)
+    method.run_dir = out  # pre-training phases keep their own checkpoint here
     stream = BatchStream(
         data.train.labels,
         cfg.optim.batch_size,

@@ -211,3 +211,9 @@ def test_ddp_two_processes_stay_in_sync_and_resume(tmp_path):
     assert [r["step"] for r in synced] == [2, 4] and all(r["ddp_in_sync"] for r in synced)
     assert all(r["world_size"] == 2 for r in synced)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_bf16_autocast_trains(tmp_path):
+    cfg = make_config("ecogan-dcgan", overrides=[*tiny(), "amp=true"], steps=1)
+    record = train(cfg, tmp_path / "r")
+    assert record["step"] == 1 and all(v == v for v in record.values())  # finite, not NaN

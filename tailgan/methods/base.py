@@ -45,6 +45,7 @@ class Method:
         # noise, labels and GP factors come from this generator, so a resumed run draws the same numbers;
         # each rank gets its own stream
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + 17 + rank)
+        self.run_dir = None  # set by the training loop; None when only sampling
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, nn.Module] = {}
