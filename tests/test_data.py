@@ -329,3 +329,23 @@ def test_data_info_plot(tmp_path):
 def test_imageset_validates():
     with pytest.raises(ValueError):
         ImageSet(torch.zeros(2, 1, 4, 4), torch.zeros(2), ["a"])
+
+
+def test_places_lt_lists(tmp_path):
+    # a miniature Places-LT: OLTR list files with "relative/path label" lines
+    lines = {"train": [], "test": []}
+    for split, per_class in (("train", [5, 2, 1]), ("test", [2, 2, 2])):
+        for y, (name, n) in enumerate(zip(["abbey", "bakery", "canyon"], per_class)):
+            folder = tmp_path / "data_256" / name[0] / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (24, 20), (10 * y, 0, 0)).save(folder / f"{split}{i}.jpg")
+                lines[split].append(f"/data_256/{name[0]}/{name}/{split}{i}.jpg {y}")
+    (tmp_path / "Places_LT_train.txt").write_text("\n".join(lines["train"]) + "\n")
+    (tmp_path / "Places_LT_test.txt").write_text("\n".join(lines["test"]) + "\n")
+    data = load_data("places_lt", root=str(tmp_path), resolution=16)
+    assert data.train.counts() == [5, 2, 1] and data.test.counts() == [2, 2, 2]
+    assert data.classes == ["abbey", "bakery", "canyon"] and data.train.images.shape[1:] == (3, 16, 16)
+    (tmp_path / "Places_LT_test.txt").write_text("data_256/missing.jpg 0\n")
+    with pytest.raises(TailganError, match="missing.jpg"):
+        load_data("places_lt", root=str(tmp_path), resolution=16)

@@ -53,12 +53,13 @@ def test_every_method_and_preset_trains_from_cli(name, tmp_path):
     assert torch.equal(x, g.sample(torch.arange(10), seed=0))
 
 
-def test_fashion_mnist_lt_trains(fmnist_root, tmp_path):
+@pytest.mark.parametrize("name", sorted(set(all_presets()) | set(method_names())))
+def test_every_preset_trains_on_fashion_mnist_lt(name, fmnist_root, tmp_path):
     run_cli(
         [
             "train",
             "--method",
-            "ecogan-dcgan",
+            name,
             "--data",
             "fashion_mnist_lt",
             "--root",
