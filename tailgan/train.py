@@ -243,7 +243,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
     out = Path(out)
     rank, world, device = init_distributed(cfg)
     is_main = rank == 0
-    if not resume and is_main and (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+    ckpts = out / "checkpoints"
+    held = [p for p in ckpts.iterdir() if p.name != "pretrain.pt"] if ckpts.exists() else []
+    if not resume and is_main and held:  # a pre-training checkpoint alone is reused, not a run
         raise TailganError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
 
     data = load_data(cfg.data)

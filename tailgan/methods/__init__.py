@@ -13,6 +13,9 @@ _MODULES = {
     "contragan": ("tailgan.methods.contragan", "ContraGAN"),
     "reacgan": ("tailgan.methods.reacgan", "ReACGAN"),
     "ecogan": ("tailgan.methods.ecogan", "ECOGAN"),
+    "bagan": ("tailgan.methods.bagan", "BAGAN"),
+    "bagan-gp": ("tailgan.methods.bagan_gp", "BAGANGP"),
+    "idagan": ("tailgan.methods.idagan", "IDAGAN"),
 }
 
 
