@@ -1,0 +1,295 @@
+"""Several seeds of one strategy (``tailgan classify``) or of many (``tailgan bench classify``); reports.
+
+Summaries give mean and sample standard deviation (ddof = 1) over seeds, the form of the seeds' tables.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tailgan.classify.metrics import plot_confusion_matrix, plot_recall_bars
+from tailgan.classify.train import ClassifyConfig, save_json, train_and_score
+from tailgan.data import LongTailedData
+from tailgan.errors import TailganError
+
+SUMMARY_METRICS = ("acsa", "macro_f1", "accuracy", "auc_ovr_macro", "tail_recall", "minority_f1")
+TABLE_COLUMNS = (
+    ("acsa", "ACSA"),
+    ("macro_f1", "macro-F1"),
+    ("accuracy", "acc"),
+    ("auc_ovr_macro", "AUC"),
+    ("tail_recall", "tail-3 recall"),
+    ("minority_f1", "minority F1"),
+)
+
+
+def machine_info() -> dict:
+    """CPU, core count and library versions, for benchmark reports."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def mean_std(values: Sequence[float | None]) -> dict | None:
+    """Mean and sample std (ddof=1; 0 for one value) of the non-None values; None if there are none."""
+    v = np.array([x for x in values if x is not None], dtype=np.float64)
+    if len(v) == 0:
+        return None
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Per-metric mean/std over seed runs, mean per-class recall and F1, and the summed confusion matrix."""
+    summary = {m: mean_std([r.get(m) for r in runs]) for m in SUMMARY_METRICS if any(m in r for r in runs)}
+    summary["recall_per_class"] = np.mean([r["recall_per_class"] for r in runs], axis=0).tolist()
+    summary["f1_per_class"] = np.mean([r["f1_per_class"] for r in runs], axis=0).tolist()
+    summary["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist()
+    return summary
+
+
+def classify_seeds(
+    data: LongTailedData,
+    strategy: str,
+    seeds: Sequence[int],
+    config: ClassifyConfig,
+    *,
+    generator: Any = None,
+    synthetic_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run ``train_and_score`` for each seed; returns {"strategy", "runs", "summary"}."""
+    runs = []
+    for seed in seeds:
+        r = train_and_score(
+            data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device
+        )
+        log(
+            f"{strategy:>14s} seed {seed}: ACSA {r['acsa']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+            f"acc {r['accuracy']:.4f}  ({r['seconds']:.0f} s, step {r['selected_step']}/{r['steps']})"
+        )
+        runs.append(r)
+    return {"strategy": runs[0]["strategy"], "runs": runs, "summary": summarize(runs)}
+
+
+def dataset_info(data: LongTailedData) -> dict:
+    m = data.manifest
+    return {
+        "preset": data.config.preset,
+        "source": data.config.source,
+        "classes": list(data.classes),
+        "train_counts": data.train.counts(),
+        "test_counts": data.test.counts(),
+        "fingerprint": m.get("fingerprint"),
+        "image_shape": list(data.train.images.shape[1:]),
+    }
+
+
+def write_classify_report(result: dict, data: LongTailedData, out: str | Path, extra: dict | None = None) -> Path:
+    """OUT/metrics.json (every seed and the summary) and OUT/confusion.png (summed over seeds)."""
+    out = Path(out)
+    doc = {"data": dataset_info(data), **(extra or {}), **result}
+    save_json(doc, out / "metrics.json")
+    n = len(result["runs"])
+    plot_confusion_matrix(
+        result["summary"]["confusion_matrix"],
+        data.classes,
+        out / "confusion.png",
+        title=f"{result['strategy']} on {data.config.preset or data.config.source} (test, {n} seed(s))",
+    )
+    return out / "metrics.json"
+
+
+def _fmt(stat: dict | None) -> str:
+    return "n/a" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The seeds' table form: one row per strategy, mean ± std over seeds for each metric."""
+    cols = [(k, name) for k, name in TABLE_COLUMNS if any(r["summary"].get(k) for r in results)]
+    lines = [
+        "| strategy | " + " | ".join(name for _, name in cols) + " |",
+        "| --- | " + " | ".join("---" for _ in cols) + " |",
+    ]
+    for r in results:
+        lines.append(f"| {r['strategy']} | " + " | ".join(_fmt(r["summary"].get(k)) for k, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def winners(results: list[dict], classes: Sequence[str], tail: Sequence[int]) -> str:
+    """Sentences naming the best strategy on mean ACSA and on mean recall of the ``tail`` classes, and,
+    when there are generative rows (``"generative": True``), how the best of them compares with the
+    best classical strategy."""
+
+    def ranked(rows: list[dict], key: str) -> list[dict]:
+        return sorted(rows, key=lambda r: -r["summary"][key]["mean"])
+
+    def diff(a: dict, b: dict, key: str) -> str:
+        return f"{a['summary'][key]['mean'] - b['summary'][key]['mean']:+.4f}"
+
+    a = ranked(results, "acsa")
+    t = ranked(results, "tail_recall")
+    names = ", ".join(classes[c] for c in tail)
+    text = f"Best ACSA: {a[0]['strategy']} ({_fmt(a[0]['summary']['acsa'])})"
+    if len(a) > 1:
+        text += f", {diff(a[0], a[1], 'acsa')} over the next, {a[1]['strategy']}"
+    text += (
+        f". Best mean recall on the rarest {len(tail)} classes ({names}): {t[0]['strategy']} "
+        f"({_fmt(t[0]['summary']['tail_recall'])})"
+    )
+    if len(t) > 1:
+        text += f", {diff(t[0], t[1], 'tail_recall')} over the next, {t[1]['strategy']}"
+    text += "."
+    gen = [r for r in results if r.get("generative")]
+    classical = [r for r in results if not r.get("generative")]
+    if gen and classical:
+        g, c = ranked(gen, "acsa")[0], ranked(classical, "acsa")[0]
+        gt, ct = ranked(gen, "tail_recall")[0], ranked(classical, "tail_recall")[0]
+        text += (
+            f" Generative augmentation: the best generative row ({g['strategy']}) is {diff(g, c, 'acsa')} ACSA "
+            f"against the best classical one ({c['strategy']}); on the rarest classes' recall the best "
+            f"generative row ({gt['strategy']}) is {diff(gt, ct, 'tail_recall')} against {ct['strategy']}."
+        )
+    return text
+
+
+def write_bench_report(
+    results: list[dict],
+    data: LongTailedData,
+    out: str | Path,
+    header: dict,
+    notes: Sequence[str] = (),
+    stem: str = "bench",
+) -> tuple[Path, Path]:
+    """OUT/<stem>.json, OUT/<stem>.md (table + winners) and OUT/<stem>_recall.png (per-class recall)."""
+    out = Path(out)
+    sentence = winners(results, data.classes, results[0]["runs"][0]["tail_classes"]) if results else ""
+    doc = {
+        **header,
+        "data": dataset_info(data),
+        "winners": sentence,
+        "notes": list(notes),
+        "results": results,
+    }
+    save_json(doc, out / f"{stem}.json")
+    md = [f"# Classifiers on {data.config.preset or data.config.source}", ""]
+    md += [f"- {k}: {v}" for k, v in header.items() if not isinstance(v, dict)]
+    for k, v in header.items():
+        if isinstance(v, dict):
+            md.append(f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
+    md += [f"- training counts: {data.train.counts()}; test counts: {data.test.counts()}"]
+    md += ["", markdown_table(results), "", sentence, ""]
+    md += [f"- {n}" for n in notes]
+    md += ["", "Per-class test recall (mean over seeds):", ""]
+    md.append("| strategy | " + " | ".join(data.classes) + " |")
+    md.append("| --- | " + " | ".join("---" for _ in data.classes) + " |")
+    for r in results:
+        recall = " | ".join(f"{x:.3f}" for x in r["summary"]["recall_per_class"])
+        md.append(f"| {r['strategy']} | {recall} |")
+    from tailgan.config import atomic_write_text
+
+    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
+    plot_recall_bars(
+        {r["strategy"]: r["summary"]["recall_per_class"] for r in results},
+        data.classes,
+        out / f"{stem}_recall.png",
+        title=f"per-class test recall, {data.config.preset or data.config.source}",
+    )
+    return out / f"{stem}.json", out / f"{stem}.md"
+
+
+def _check_previous(previous: dict, seeds: list[int], config: ClassifyConfig, data: LongTailedData) -> None:
+    """An earlier report can only be extended by runs with the same seeds, settings and data."""
+    checks = {
+        "seeds": (previous.get("seeds"), seeds),
+        "config": (previous.get("config"), asdict(config)),
+        "data fingerprint": ((previous.get("data") or {}).get("fingerprint"), data.manifest.get("fingerprint")),
+    }
+    for what, (old, new) in checks.items():
+        if old != new:
+            raise TailganError(
+                f"cannot merge into the earlier report: its {what} differs ({old!r} vs {new!r}); "
+                "run with the same settings or write to a new --out"
+            )
+
+
+def run_bench(
+    data: LongTailedData,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    config: ClassifyConfig,
+    out: str | Path,
+    *,
+    generators: dict[str, Any] | None = None,
+    synthetic_dir: str | None = None,
+    device: str | torch.device = "cpu",
+    header: dict | None = None,
+    notes: Sequence[str] = (),
+    stem: str = "bench",
+    previous: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Every strategy x seed; the report is rewritten after each strategy, so a long run shows progress.
+
+    ``generators`` maps a label (e.g. "gan:ecogan") to a loaded generator: each adds a ``gan`` row
+    under that label, marked ``"generative": True``. ``previous`` is an earlier report (its JSON) made
+    with the same seeds, settings and data: its rows are kept unless re-run here, so generator rows
+    can be added to a table of classical strategies without training those again.
+    """
+    seeds = list(seeds)
+    header = {"seeds": seeds, "config": asdict(config), "machine": machine_info(), **(header or {})}
+    jobs = [(s, s, None) for s in strategies] + [(label, "gan", g) for label, g in (generators or {}).items()]
+    results: list[dict] = []
+    wall = 0
+    if previous is not None:
+        _check_previous(previous, seeds, config, data)
+        rerun = {label for label, _, _ in jobs}
+        results = [r for r in previous["results"] if r["strategy"] not in rerun]
+        wall = previous.get("wall_seconds", 0)
+        header["merged_with"] = previous.get("command", "an earlier run")
+    n_total = len(results) + len(jobs)
+    t0 = time.perf_counter()
+    for label, strategy, gen in jobs:
+        r = classify_seeds(
+            data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log
+        )
+        r["strategy"] = label
+        r["generative"] = strategy in ("gan", "folder")
+        results.append(r)
+        header["wall_seconds"] = wall + round(time.perf_counter() - t0)
+        header["complete"] = len(results) == n_total
+        write_bench_report(results, data, out, header, notes, stem)
+    if not jobs and results:  # nothing new to train: re-render the earlier report (e.g. with new notes)
+        header.pop("merged_with")
+        header.update({k: previous[k] for k in ("command", "merged_with") if k in previous})
+        header["wall_seconds"], header["complete"] = wall, True
+        write_bench_report(results, data, out, header, notes, stem)
+    return results
+
+
+def load_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
