@@ -1,0 +1,309 @@
+"""Evaluation speed: tailgan's FID + KID + PRDC against torchmetrics (and clovaai's prdc) on the same features.
+
+For 10,000 real (the Fashion-MNIST test split) and 10,000 "fake" images (the first 10,000 training images,
+standing in for generated ones), both pipelines extract the Fashion-MNIST evaluator's features and compute
+FID, KID (100 subsets of 1,000) and precision/recall/density/coverage (k = 5):
+
+* tailgan: ``tailgan.metrics.extract`` + ``stats.fid`` / ``stats.kid`` / ``stats.prdc``;
+* baseline: the same evaluator forward pass written out by hand, torchmetrics' ``FrechetInceptionDistance``
+  and ``KernelInceptionDistance`` fed those features, and clovaai's ``prdc.compute_prdc`` (if installed,
+  else its algorithm transcribed below).
+
+Images per second = 20,000 / wall time (best of ``--repeats``). The evaluator is trained first when it
+is not cached (its test accuracy is reported). With ``--run RUN`` it also evaluates that training run
+(both reference protocols) and records the per-class FID / KID / label accuracy.
+
+    python benchmarks/eval_speed.py --root ../shared/data [--run /path/to/run] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchmetrics
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tailgan.data import DataConfig, fit_images, load_data, to_float  # noqa: E402
+from tailgan.metrics import evaluate, extract, format_table, get_evaluator, stats  # noqa: E402
+
+N = 10_000
+
+
+class _Identity(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.num_features = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def clovaai_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
+    """clovaai/prdc's compute_prdc (the package when installed, else the same algorithm transcribed)."""
+    try:
+        from prdc import compute_prdc
+    except ModuleNotFoundError:
+        from sklearn.metrics import pairwise_distances
+
+        def radii(x):
+            d = pairwise_distances(x, x)
+            return np.take_along_axis(d, np.argpartition(d, k + 1, axis=-1)[..., : k + 1], axis=-1).max(axis=-1)
+
+        rr, fr, d = radii(real), radii(fake), pairwise_distances(real, fake)
+        return {
+            "precision": (d < rr[:, None]).any(axis=0).mean(),
+            "recall": (d < fr[None, :]).any(axis=1).mean(),
+            "density": (1.0 / k) * (d < rr[:, None]).sum(axis=0).mean(),
+            "coverage": (d.min(axis=1) < rr).mean(),
+        }
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the set sizes
+        return compute_prdc(real, fake, nearest_k=k)
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def tailgan_pipeline(ev, real_images, fake_images):
+    fr, _ = extract(ev, real_images, batch_size=500)
+    ff, _ = extract(ev, fake_images, batch_size=500)
+    out = {"fid": stats.fid(fr, ff)}
+    out["kid"], out["kid_std"] = stats.kid(fr, ff, subsets=100, subset_size=1000)
+    out.update(stats.prdc(fr, ff, k=5))
+    return out
+
+
+@torch.no_grad()
+def baseline_pipeline(ev, real_images, fake_images):
+    net = ev.net.eval()
+
+    def features(images):
+        return torch.cat(
+            [
+                net.forward_features(to_float(fit_images(images[i : i + 500], ev.resolution, ev.channels)))[0]
+                for i in range(0, len(images), 500)
+            ]
+        )
+
+    fr, ff = features(real_images), features(fake_images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "will save all extracted features"
+        fid = FrechetInceptionDistance(feature=_Identity(fr.shape[1]))
+        kid = KernelInceptionDistance(feature=_Identity(fr.shape[1]), subsets=100, subset_size=1000)
+    fid.update(fr, real=True)
+    fid.update(ff, real=False)
+    kid.update(fr, real=True)
+    kid.update(ff, real=False)
+    out = {"fid": float(fid.compute())}
+    kid_mean, kid_std = kid.compute()
+    out["kid"], out["kid_std"] = float(kid_mean), float(kid_std)
+    out.update({k: float(v) for k, v in clovaai_prdc(fr.numpy(), ff.numpy(), 5).items()})
+    return out
+
+
+def best_time(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), times, out
+
+
+def evaluate_run(run_dir: str, root: str | None) -> dict:
+    from tailgan import load_generator
+
+    g = load_generator(run_dir)
+    data = load_data(g.data_config, root=root) if root else load_data(g.data_config)
+    ev = get_evaluator(data.config, log=print)  # the evaluator for the run's pixels (trained if missing)
+    results = {}
+    for ref in ("test", "train-lt"):
+        t0 = time.perf_counter()
+        results[ref] = evaluate(g, data, metrics="all", ref=ref, extractor=ev)
+        results[ref]["wall_seconds"] = time.perf_counter() - t0
+        print(format_table(results[ref]))
+    return {
+        "run": str(run_dir),
+        "step": g.step,
+        "data": data.config.preset or data.config.source,
+        "evaluator": ev.info,
+        "results": results,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder holding FashionMNIST/")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--run", help="also evaluate this tailgan run folder (per-class tables)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    report = {"machine": machine()}
+    data = load_data(DataConfig(source="fashion_mnist", root=args.root, recipe="none"))
+    t0 = time.perf_counter()
+    ev = get_evaluator(data.config, log=print)
+    report["evaluator"] = {**ev.info, "load_or_train_seconds": time.perf_counter() - t0}
+    meta = json.loads((Path(ev.info["path"]) / "evaluator.json").read_text())
+    report["evaluator"].update(
+        train_seconds=meta["train_seconds"],
+        config=meta["config"],
+        test_accuracy_per_class=meta["test_accuracy_per_class"],
+    )
+    print(f"evaluator: test accuracy {ev.info['test_accuracy']:.4f} (trained in {meta['train_seconds']:.0f} s)")
+
+    real, fake = data.test.images[:N], data.train.images[:N]
+    tailgan_s, tailgan_all, tailgan_out = best_time(lambda: tailgan_pipeline(ev, real, fake), args.repeats)
+    base_s, base_all, base_out = best_time(lambda: baseline_pipeline(ev, real, fake), args.repeats)
+    report["speed"] = {
+        "images": 2 * N,
+        "tailgan_seconds": tailgan_all,
+        "baseline_seconds": base_all,
+        "tailgan_images_per_s": 2 * N / tailgan_s,
+        "baseline_images_per_s": 2 * N / base_s,
+        "tailgan_overhead": tailgan_s / base_s - 1,
+        "tailgan": tailgan_out,
+        "baseline": base_out,
+        "fid_rel_diff": abs(tailgan_out["fid"] - base_out["fid"]) / base_out["fid"],
+        "prdc_equal": all(
+            abs(tailgan_out[k] - base_out[k]) < 1e-9 for k in ("precision", "recall", "density", "coverage")
+        ),
+    }
+    s = report["speed"]
+    print(
+        f"tailgan  {s['tailgan_images_per_s']:.0f} images/s  baseline {s['baseline_images_per_s']:.0f} images/s  "
+        f"overhead {100 * s['tailgan_overhead']:+.1f}%"
+    )
+    if args.run:
+        report["run"] = evaluate_run(args.run, args.root)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval_speed.json").write_text(json.dumps(report, indent=1))
+    (out / "eval_speed.md").write_text(markdown(report))
+    print(f"written to {out / 'eval_speed.md'}")
+
+
+def _f(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(r: dict) -> str:
+    m, e, s = r["machine"], r["evaluator"], r["speed"]
+    lines = [
+        "# Evaluation speed (benchmarks/eval_speed.py)",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} ({m['torch_threads']} threads), "
+        f"torchmetrics {m['torchmetrics']}, Python {m['python']}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])} (the machine is shared: timings are noisy).",
+        "",
+        "## Fashion-MNIST evaluator",
+        "",
+        f"Test accuracy **{e['test_accuracy']:.4f}** on the 10,000 test images after training "
+        f"{e['config']['epochs']} epochs on the 60,000 training images ({e['train_seconds']:.0f} s on this CPU); "
+        f"{e['resolution']} px, {e['channels']} channel(s), cache folder `{Path(e['path']).name}`.",
+        "",
+        "| class | " + " | ".join(str(i) for i in range(len(e["test_accuracy_per_class"]))) + " |",
+        "|---|" + "---|" * len(e["test_accuracy_per_class"]),
+        "| test accuracy | " + " | ".join(f"{a:.3f}" for a in e["test_accuracy_per_class"]) + " |",
+        "",
+        "## FID + KID + PRDC of 10,000 vs 10,000 images (feature extraction included)",
+        "",
+        "| pipeline | best wall time (s) | images/s | FID | KID | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, key in (("tailgan", "tailgan"), ("torchmetrics FID/KID + clovaai prdc", "baseline")):
+        o = s[key]
+        lines.append(
+            f"| {name} | {min(s[key + '_seconds']):.2f} | {s[key + '_images_per_s']:.0f} | {o['fid']:.4f} | "
+            f"{o['kid']:.5f} | {o['precision']:.4f} | {o['recall']:.4f} | {o['density']:.4f} | "
+            f"{o['coverage']:.4f} |"
+        )
+    lines += [
+        "",
+        f"tailgan's overhead over the baseline: **{100 * s['tailgan_overhead']:+.1f}%** (target: at most +10%). "
+        f"FID relative difference {s['fid_rel_diff']:.1e}; PRDC identical to clovaai's: {s['prdc_equal']}. "
+        "KIDs differ only by the random subsets.",
+        "",
+    ]
+    if "run" in r:
+        run = r["run"]
+        lines += [
+            f"## Run `{run['run']}` (step {run['step']}, {run['data']})",
+            "",
+            f"Evaluator at the run's pixels: test accuracy {run['evaluator']['test_accuracy']:.4f} "
+            f"({run['evaluator']['resolution']} px).",
+            "",
+        ]
+        for ref, res in run["results"].items():
+            o = res["overall"]
+            lines += [
+                f"### ref {ref}: {res['num_real']} real / {res['num_fake']} fake images ({res['wall_seconds']:.0f} s)",
+                "",
+                f"FID {o['fid']:.3f}, KID {o['kid']:.5f} ± {o['kid_std']:.5f}, IS {o['is']:.3f}, "
+                f"intra-class FID {o['ifid']:.3f}, precision {o['precision']:.3f}, recall {o['recall']:.3f}, "
+                f"density {o['density']:.3f}, coverage {o['coverage']:.3f}, MS-SSIM {o['msssim']:.3f} "
+                f"(real {o['msssim_real']:.3f}), label accuracy {o['labelacc']:.3f} "
+                f"(real {o['labelacc_real']:.3f})",
+                "",
+                "| class | real | fake | FID | KID | label acc. | MS-SSIM | precision | recall |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for row in res["per_class"]:
+                cells = [
+                    _f(row[k], f)
+                    for k, f in (
+                        ("fid", ".2f"),
+                        ("kid", ".4f"),
+                        ("labelacc", ".3f"),
+                        ("msssim", ".3f"),
+                        ("precision", ".3f"),
+                        ("recall", ".3f"),
+                    )
+                ]
+                lines.append(
+                    f"| {row['class']} {row['name']} | {row['num_real']} | {row['num_fake']} | "
+                    + " | ".join(cells)
+                    + " |"
+                )
+            lines += [""] + [f"- warning: {w}" for w in res["warnings"]] + [""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Training, caching and loading the evaluator classifier (``--feature evaluator``).
+
+The evaluator of a dataset is trained on its full, balanced training split (recipe "none") and cached
+under ``$TAILGAN_CACHE`` (default ``~/.cache/tailgan``) in ``evaluators/<source>-<hash>/``, where the
+hash covers the data's manifest fingerprint and the ``EvaluatorConfig``: ``model.pt`` (a state dict,
+loaded with ``weights_only=True``) and ``evaluator.json`` (test accuracy, per-class test accuracy,
+config, data fingerprint). Both are written through a temp file and ``os.replace``; the JSON is written
+last, so a folder without it is an unfinished training and counts as absent.
+
+The evaluator sees real and generated images through the same pixels as the run: it is trained on the
+source at the run's resolution, channels and fit (``evaluator_data_config``), then brought down to at
+most ``EvaluatorConfig.max_resolution`` px (antialiased bilinear, the same ``fit_images`` call the
+extractor makes at evaluation time). Training on the native 28-px Fashion-MNIST and evaluating 64-px
+images resized back to 28 px would test the classifier on blurrier images than it learnt from (on
+8-px digits upsampled to 32 px, that costs a quarter of its accuracy), so each run resolution gets its
+own evaluator: ``tailgan evaluator train fashion_mnist --resolution 64 --channels 3``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from tailgan.config import atomic_write_text
+from tailgan.data import DataConfig, LongTailedData, fit_images, load_data, to_float
+from tailgan.errors import TailganError
+from tailgan.metrics.features import EvaluatorExtractor
+from tailgan.nets.evaluator import EvaluatorNet
+
+ARCH = "EvaluatorNet-v1"  # bump when EvaluatorNet changes, so old cached weights are not loaded into it
+
+
+@dataclass
+class EvaluatorConfig:
+    """How the evaluator is trained; every field is part of its cache key."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3  # AdamW peak learning rate of a one-cycle schedule
+    weight_decay: float = 5e-4
+    width: int = 16  # channels of the first conv block (then 2x, 4x)
+    feature_dim: int = 128  # penultimate layer = the feature space of FID / KID / PRDC
+    translate: int = 2  # augmentation: random shift of up to this many pixels
+    hflip: bool = False  # augmentation: random horizontal flips (wrong for digits, so off by default)
+    max_resolution: int = 32  # larger images are resized down to this (CPU cost grows with the area)
+    seed: int = 0
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$TAILGAN_CACHE``, else ``~/.cache/tailgan``."""
+    return Path(cache_dir or os.environ.get("TAILGAN_CACHE") or "~/.cache/tailgan").expanduser()
+
+
+def evaluator_data_config(config: DataConfig) -> DataConfig:
+    """The full, balanced dataset (recipe "none") with the pixels of ``config``: the evaluator's training data.
+
+    A resolution or channel count equal to the source's native one is dropped (``None``), so that
+    ``resolution=28`` on Fashion-MNIST finds the evaluator trained at the native size.
+    """
+    resolution, channels = config.resolution, config.channels
+    if resolution is not None or channels is not None:
+        native = _native_shape(config.source, config.root)
+        if native is not None and resolution == native[1] == native[2]:
+            resolution = None
+        if native is not None and channels == native[0]:
+            channels = None
+    return DataConfig(
+        source=config.source,
+        root=config.root,
+        recipe="none",
+        resolution=resolution,
+        channels=channels,
+        fit=config.fit if resolution is not None else "resize",  # fit does nothing at the native size
+        skip_bad=config.skip_bad,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _native_shape(source: str, root: str | None) -> tuple[int, ...] | None:
+    """(C, H, W) of a source's training images, None when they have no single size (a mixed folder)."""
+    try:
+        return tuple(load_data(DataConfig(source=source, root=root, recipe="none")).train.images.shape[1:])
+    except TailganError:
+        return None
+
+
+def evaluator_dir(data: LongTailedData, cfg: EvaluatorConfig, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder of the evaluator trained on ``data`` (balanced) with ``cfg``."""
+    return _evaluator_dir(data.config.source, data.manifest["fingerprint"], cfg, cache_dir)
+
+
+def _evaluator_dir(source: str, fingerprint: str, cfg: EvaluatorConfig, cache_dir: str | os.PathLike | None) -> Path:
+    spec = json.dumps({"arch": ARCH, "data": fingerprint, "config": dataclasses.asdict(cfg)}, sort_keys=True)
+    return cache_root(cache_dir) / "evaluators" / f"{source}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
+
+
+def _save_state_dict(state: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@torch.no_grad()
+def _predict(net: EvaluatorNet, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
+    net.eval()
+    out = [
+        net(to_float(images[i : i + batch_size].to(device))).argmax(1).cpu() for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def _augment(x: torch.Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> torch.Tensor:
+    """Shift the batch by up to ``cfg.translate`` px (one shift per batch: cheap on a CPU) and flip half."""
+    if cfg.translate:
+        t = cfg.translate
+        h, w = x.shape[-2:]
+        dx, dy = torch.randint(0, 2 * t + 1, (2,), generator=gen).tolist()
+        x = F.pad(x, (t, t, t, t), value=-1.0)[:, :, dy : dy + h, dx : dx + w]
+    if cfg.hflip:
+        flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def train_evaluator(
+    data: LongTailedData,
+    cfg: EvaluatorConfig | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = print,
+) -> EvaluatorExtractor:
+    """Train the evaluator on ``data.train`` (which should be the balanced full split), test it, cache it.
+
+    Returns the evaluator as a feature extractor; its ``info`` holds the test accuracy.
+    """
+    cfg = cfg or EvaluatorConfig()
+    device = torch.device(device)
+    if data.config.recipe != "none":
+        raise TailganError(
+            f"the evaluator is trained on the full, balanced split, but this data uses recipe {data.config.recipe!r}; "
+            "load it with load_data(evaluator_data_config(data.config))"
+        )
+    if len(data.test) == 0:
+        raise TailganError(f"{data.config.source} has no test split to measure the evaluator on")
+    out = evaluator_dir(data, cfg, cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # weight init
+    _, channels, data_resolution, _ = data.train.images.shape
+    resolution = min(data_resolution, cfg.max_resolution)
+    images = fit_images(data.train.images, resolution, None, "resize")
+    test_images = fit_images(data.test.images, resolution, None, "resize")
+    labels = data.train.labels
+    net = EvaluatorNet(data.num_classes, channels, cfg.width, cfg.feature_dim).to(device)
+    steps_per_epoch = max(1, len(images) // cfg.batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        net.train()
+        perm = torch.randperm(len(images), generator=gen)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            x = _augment(to_float(images[idx]).to(device), cfg, gen)
+            loss = F.cross_entropy(net(x), labels[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        if log:
+            log(
+                f"evaluator epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f} "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+    seconds = time.perf_counter() - t0
+    pred = _predict(net, test_images, device)
+    correct = (pred == data.test.labels).double()
+    per_class = [
+        float(correct[data.test.labels == c].mean()) if (data.test.labels == c).any() else None
+        for c in range(data.num_classes)
+    ]
+    meta = {
+        "arch": ARCH,
+        "source": data.config.source,
+        "fingerprint": data.manifest["fingerprint"],
+        "classes": list(data.classes),
+        "num_classes": data.num_classes,
+        "resolution": int(resolution),
+        "data_resolution": int(data_resolution),
+        "channels": int(channels),
+        "feature_dim": cfg.feature_dim,
+        "config": dataclasses.asdict(cfg),
+        "train_images": len(images),
+        "test_images": len(data.test),
+        "test_accuracy": float(correct.mean()),
+        "test_accuracy_per_class": per_class,
+        "train_seconds": seconds,
+        "device": str(device),
+        "torch_version": torch.__version__,
+    }
+    net.cpu()
+    _save_state_dict(net.state_dict(), out / "model.pt")
+    atomic_write_text(out / "evaluator.json", json.dumps(meta, indent=1))  # last: marks the cache entry complete
+    if log:
+        log(f"evaluator test accuracy {meta['test_accuracy']:.4f}; saved to {out}")
+    return _as_extractor(net, meta, out)
+
+
+def _as_extractor(net: EvaluatorNet, meta: dict, folder: Path) -> EvaluatorExtractor:
+    info = {k: meta[k] for k in ("source", "test_accuracy", "resolution", "channels", "train_images")}
+    return EvaluatorExtractor(
+        net.eval(), meta["resolution"], meta["channels"], key=folder.name, info={**info, "path": str(folder)}
+    )
+
+
+def load_evaluator_from(folder: str | os.PathLike, device: str | torch.device = "cpu") -> EvaluatorExtractor:
+    """Load a cached evaluator folder (``model.pt`` + ``evaluator.json``)."""
+    folder = Path(folder)
+    meta_file = folder / "evaluator.json"
+    if not meta_file.is_file():
+        raise TailganError(f"{folder} holds no finished evaluator ({meta_file.name} is missing)")
+    try:
+        meta = json.loads(meta_file.read_text())
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        net = EvaluatorNet(meta["num_classes"], meta["channels"], meta["config"]["width"], meta["feature_dim"])
+        net.load_state_dict(state)
+    except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as e:
+        raise TailganError(f"cannot load the evaluator in {folder}: {e}; delete that folder and train again") from None
+    return _as_extractor(net, meta, folder).to(device)
+
+
+def _balanced_fingerprint(config: DataConfig) -> str:
+    return _fingerprint_of(json.dumps(dataclasses.asdict(config), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint_of(config_json: str) -> str:
+    # loading a source just for its fingerprint costs seconds (Fashion-MNIST: ~3 s); training loops
+    # evaluate many times, so remember it per process
+    return load_data(DataConfig(**json.loads(config_json))).manifest["fingerprint"]
+
+
+def evaluator_folder(
+    config: DataConfig, cfg: EvaluatorConfig | None = None, cache_dir: str | os.PathLike | None = None
+) -> Path:
+    """Where the evaluator for the source of ``config`` (any recipe) is, or would be, cached."""
+    bal = evaluator_data_config(config)
+    return _evaluator_dir(bal.source, _balanced_fingerprint(bal), cfg or EvaluatorConfig(), cache_dir)
+
+
+def load_evaluator(
+    config: DataConfig,
+    cfg: EvaluatorConfig | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+) -> EvaluatorExtractor:
+    """The cached evaluator for the source of ``config`` (any recipe); a TailganError telling how to train it."""
+    folder = evaluator_folder(config, cfg, cache_dir)
+    if not (folder / "evaluator.json").is_file():
+        flags = "".join(
+            f" --{k} {v}"
+            for k, v in (("root", config.root), ("resolution", config.resolution), ("channels", config.channels))
+            if v is not None
+        )
+        raise TailganError(
+            f"no evaluator is trained for {config.source} at these pixels (looked in {folder}); train it once "
+            f"with `tailgan evaluator train {config.source}{flags}` (a few CPU minutes), or use --feature inception"
+        )
+    return load_evaluator_from(folder, device)
+
+
+def get_evaluator(
+    config: DataConfig,
+    cfg: EvaluatorConfig | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = print,
+) -> EvaluatorExtractor:
+    """The cached evaluator for ``config``'s source, training (and caching) it first when there is none."""
+    folder = evaluator_folder(config, cfg, cache_dir)
+    if (folder / "evaluator.json").is_file():
+        return load_evaluator_from(folder, device)
+    return train_evaluator(load_data(evaluator_data_config(config)), cfg, device, cache_dir, log)
