@@ -381,7 +381,13 @@ def evaluate_during_training(method, data, cfg: TrainConfig, out: Path, step: in
     if method.rank != 0:
         return {}
     from tailgan.metrics import evaluate
+    from tailgan.metrics.evaluator import get_evaluator
 
+    extractor = cfg.eval_feature
+    if extractor == "evaluator":  # trained and cached on first use, so evaluation never stops a run
+        if getattr(method, "_evaluator", None) is None:
+            method._evaluator = get_evaluator(data.config, device=method.device, log=None)
+        extractor = method._evaluator
     gen = TrainedGenerator(method, out, step, cfg.data)
     result = evaluate(
         gen,
@@ -389,7 +395,7 @@ def evaluate_during_training(method, data, cfg: TrainConfig, out: Path, step: in
         metrics=cfg.eval_metrics,
         ref=cfg.eval_ref,
         n=cfg.eval_n,
-        extractor=cfg.eval_feature,
+        extractor=extractor,
         device=method.device,
     )
     return {k: v for k, v in result.get("overall", {}).items() if isinstance(v, (int, float))}

@@ -22,6 +22,15 @@ def fmnist_root() -> str:
     return str(root)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache(tmp_path_factory):
+    """One evaluator cache for the whole session (never the user's ~/.cache), so each is trained once."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TAILGAN_CACHE", str(tmp_path_factory.mktemp("tailgan-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _small_threads():
     torch.set_num_threads(1)

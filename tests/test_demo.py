@@ -3,8 +3,7 @@
 from tailgan.cli import main as cli
 
 
-def test_demo_quick(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TAILGAN_CACHE", str(tmp_path / "cache"))
+def test_demo_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli(["demo", "--out", str(out), "--steps", "2", "--quick"]) == 0
     text = capsys.readouterr().out

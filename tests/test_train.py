@@ -225,3 +225,17 @@ def test_bf16_autocast_trains(tmp_path):
     cfg = make_config("ecogan-dcgan", overrides=[*tiny(), "amp=true"], steps=1)
     record = train(cfg, tmp_path / "r")
     assert record["step"] == 1 and all(v == v for v in record.values())  # finite, not NaN
+
+
+def test_evaluation_during_training_keeps_best(tmp_path):
+    cfg = make_config(
+        "ecogan-dcgan",
+        overrides=[*tiny(), "eval_every=2", "eval_metrics=[fid,labelacc]", "eval_ref=test", "best_metric=fid"],
+        steps=4,
+    )
+    train(cfg, tmp_path / "r")
+    records = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "fid" in r]
+    assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["labelacc"] <= 1 for r in evals)
+    best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")
+    assert best["best"]["value"] == min(r["fid"] for r in evals) and best["step"] == best["best"]["step"]
