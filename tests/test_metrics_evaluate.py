@@ -9,12 +9,13 @@ import torchvision
 from PIL import Image
 
 from tailgan.cli import main as cli
-from tailgan.data import DataConfig, load_data, to_float
+from tailgan.data import DataConfig, ImageSet, load_data, to_float
 from tailgan.errors import TailganError
 from tailgan.metrics import (
     EvaluatorConfig,
     FeatureExtractor,
     InceptionExtractor,
+    compare_images,
     evaluate,
     evaluator_folder,
     extract,
@@ -22,6 +23,7 @@ from tailgan.metrics import (
     get_evaluator,
     inception_weights_path,
     load_evaluator,
+    stats,
     train_evaluator,
 )
 from tailgan.metrics import evaluator as evaluator_module
@@ -186,6 +188,14 @@ def test_inception_from_a_local_state_dict(inception_file):
     # grayscale is the same image replicated to RGB
     rgb_feats, _ = extract(ext, gray.repeat(1, 3, 1, 1))
     assert torch.allclose(feats, rgb_feats)
+    # the same figures as with the evaluator, from Inception features (three images a side keep it quick)
+    real = ImageSet(torch.cat([gray, gray[:1]]), torch.zeros(3, dtype=torch.long), ["a"])
+    fake = ImageSet(255 - real.images, torch.zeros(3, dtype=torch.long), ["a"])
+    result = compare_images(real, fake, metrics="fid,kid,is", extractor=ext, is_splits=1)
+    assert result["extractor"] == "inception" and result["extractor_info"]["weights"] == str(inception_file)
+    expected_fid = stats.fid(extract(ext, real.images)[0], extract(ext, fake.images)[0])
+    assert result["overall"]["fid"] == pytest.approx(expected_fid, abs=1e-9) and result["overall"]["is"] >= 0.999
+    assert "2048 feature dimensions" in result["warnings"][0]
 
 
 def test_missing_inception_weights_name_the_file_and_the_flag(digits, monkeypatch, tmp_path, inception_file):
