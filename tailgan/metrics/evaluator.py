@@ -23,7 +23,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from tailgan.data import DataConfig, LongTailedData, fit_images, load_data, to_f
 from tailgan.errors import TailganError
 from tailgan.metrics.features import EvaluatorExtractor
 from tailgan.nets.evaluator import EvaluatorNet
+from tailgan.runs import save_checkpoint
 
 ARCH = "EvaluatorNet-v1"  # bump when EvaluatorNet changes, so old cached weights are not loaded into it
 
@@ -103,17 +103,6 @@ def evaluator_dir(data: LongTailedData, cfg: EvaluatorConfig, cache_dir: str | o
 def _evaluator_dir(source: str, fingerprint: str, cfg: EvaluatorConfig, cache_dir: str | os.PathLike | None) -> Path:
     spec = json.dumps({"arch": ARCH, "data": fingerprint, "config": dataclasses.asdict(cfg)}, sort_keys=True)
     return cache_root(cache_dir) / "evaluators" / f"{source}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
-
-
-def _save_state_dict(state: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -217,7 +206,7 @@ def train_evaluator(
         "torch_version": torch.__version__,
     }
     net.cpu()
-    _save_state_dict(net.state_dict(), out / "model.pt")
+    save_checkpoint(net.state_dict(), out / "model.pt")
     atomic_write_text(out / "evaluator.json", json.dumps(meta, indent=1))  # last: marks the cache entry complete
     if log:
         log(f"evaluator test accuracy {meta['test_accuracy']:.4f}; saved to {out}")
