@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import flatten_state
 
 from tailgan import load_generator
 from tailgan.cli import main as cli
@@ -257,18 +258,6 @@ def run_cli(args):
     assert cli(args) == 0
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif isinstance(v, list):
-            out.update(_flatten(dict(enumerate(v)), f"{prefix}{k}."))
-        elif isinstance(v, torch.Tensor):
-            out[prefix + str(k)] = v
-    return out
-
-
 @pytest.mark.parametrize(
     "preset, extra",
     [
@@ -284,8 +273,8 @@ def test_trains_checkpoints_resumes_and_samples_every_class(preset, extra, tmp_p
     run_cli(["train", "--method", preset, "--data", "digits_lt", "--steps", "4", "--out", str(straight), *over])
     run_cli(["train", "--method", preset, "--data", "digits_lt", "--steps", "2", "--out", str(split), *over])
     run_cli(["train", "--resume", str(split), "--steps", "4"])
-    a = _flatten(load_checkpoint(straight / "checkpoints" / "last.pt")["method"])
-    b = _flatten(load_checkpoint(split / "checkpoints" / "last.pt")["method"])
+    a = flatten_state(load_checkpoint(straight / "checkpoints" / "last.pt")["method"])
+    b = flatten_state(load_checkpoint(split / "checkpoints" / "last.pt")["method"])
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import flatten_state
 
 from tailgan import load_generator
 from tailgan.cli import main as cli
@@ -89,22 +90,10 @@ def _weights(run):
 
 def _assert_same_state(a, b):
     for part in ("nets", "ema", "optimizers"):
-        flat_a, flat_b = _flatten(a[part]), _flatten(b[part])
+        flat_a, flat_b = flatten_state(a[part]), flatten_state(b[part])
         assert flat_a.keys() == flat_b.keys()
         for k in flat_a:
             assert torch.equal(flat_a[k], flat_b[k]), f"{part}: {k} differs"
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif isinstance(v, list):
-            out.update(_flatten(dict(enumerate(v)), f"{prefix}{k}."))
-        elif isinstance(v, torch.Tensor):
-            out[prefix + str(k)] = v
-    return out
 
 
 @pytest.mark.parametrize(
@@ -149,7 +138,8 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert "loss d_" in str(e.value) and "last good checkpoint" in str(e.value)
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 2  # the last good checkpoint (every 2 steps) is kept
-    assert all(torch.isfinite(v).all() for v in _flatten(state["method"]["nets"]).values() if v.is_floating_point())
+    weights = flatten_state(state["method"]["nets"]).values()
+    assert all(torch.isfinite(v).all() for v in weights if v.is_floating_point())
 
 
 def test_unknown_method_and_bad_override(capsys, tmp_path):

@@ -1,0 +1,16 @@
+"""Small helpers shared by test files."""
+
+import torch
+
+
+def flatten_state(d, prefix=""):
+    """Every tensor of a nested checkpoint dict, keyed by its dotted path (to compare two states)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten_state(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out.update(flatten_state(dict(enumerate(v)), f"{prefix}{k}."))
+        elif isinstance(v, torch.Tensor):
+            out[prefix + str(k)] = v
+    return out
