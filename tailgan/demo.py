@@ -13,9 +13,15 @@ import shutil
 import time
 from pathlib import Path
 
+from tailgan.classify.train import train_and_score
 from tailgan.data import load_data
 from tailgan.data.cli import plot_counts
+from tailgan.engine import load_generator
 from tailgan.errors import TailganError
+from tailgan.metrics import evaluate
+from tailgan.metrics.evaluate import format_table
+from tailgan.metrics.evaluator import get_evaluator
+from tailgan.train import make_config, train
 
 MARKER = ".tailgan-demo"
 
@@ -31,8 +37,6 @@ def prepare_out(out: Path) -> None:
 
 
 def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False) -> dict:
-    from tailgan.train import make_config, train
-
     t0 = time.perf_counter()
     prepare_out(out)
     data = load_data("digits_lt")
@@ -60,11 +64,6 @@ def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False) -> dict:
 
 def _evaluate(run: Path, quick: bool) -> dict:
     """Per-class generation quality against the balanced test split, with the digits evaluator."""
-    from tailgan import load_generator
-    from tailgan.metrics import evaluate
-    from tailgan.metrics.evaluate import format_table
-    from tailgan.metrics.evaluator import get_evaluator
-
     g = load_generator(run)
     data = load_data(g.data_config)
     print("evaluating the generator (features of a digits classifier trained once and cached) ...")
@@ -77,9 +76,6 @@ def _evaluate(run: Path, quick: bool) -> dict:
 
 def _classify(run: Path, seed: int, quick: bool) -> dict:
     """ACSA of a classifier trained on the long tail, with and without the generated images."""
-    from tailgan import load_generator
-    from tailgan.classify.train import train_and_score
-
     g = load_generator(run)
     data = load_data(g.data_config)
     epochs = 2 if quick else 30

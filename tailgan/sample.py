@@ -8,8 +8,8 @@ import contextlib
 import torch
 
 from tailgan.data import ImageSet, export_image_sets, load_data, to_uint8
+from tailgan.engine import checkpoint_path, load_generator
 from tailgan.errors import TailganError
-from tailgan.runs import checkpoint_path, load_generator
 
 
 def balance_counts(train_counts: list[int], target: str) -> list[int]:

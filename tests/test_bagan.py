@@ -12,9 +12,11 @@ from helpers import flatten_state
 from tailgan import load_generator
 from tailgan.cli import main as cli
 from tailgan.data import load_data, to_float
+from tailgan.engine import Callback, DataShape, RunContext, Trainer
 from tailgan.errors import TailganError
-from tailgan.methods import autoencoder as ae
+from tailgan.io import load_checkpoint
 from tailgan.methods.autoencoder import (
+    AutoencoderPretraining,
     evaluate_reconstruction,
     fit_class_gaussians,
     gaussian_factors,
@@ -25,7 +27,6 @@ from tailgan.methods.bagan import bagan_d_loss, bagan_g_loss, rebalance_ratios
 from tailgan.methods.bagan_gp import bagan_gp_d_loss, bagan_gp_g_loss
 from tailgan.methods.idagan import idagan_d_loss, idagan_g_loss
 from tailgan.nets.autoencoder import ClassGaussianGenerator
-from tailgan.runs import load_checkpoint
 from tailgan.train import build_method, make_config
 
 NETS = ["model.conv_dim=8", "model.z_dim=16", "model.embed_dim=16"]
@@ -45,11 +46,27 @@ def digits():
     return load_data(make_config("bagan").data)  # digits_lt at 32 px
 
 
+DIGITS_LT = (120, 92, 71, 55, 43, 33, 25, 20, 15, 12)
+
+
 def make(preset, *overrides, run_dir=None):
     cfg = make_config(preset, overrides=NETS + list(overrides))
-    method = build_method(cfg, 10, 1, 32, torch.device("cpu"))
-    method.run_dir = run_dir
-    return method
+    return build_method(cfg, DataShape(10, 1, 32, DIGITS_LT), RunContext(run_dir=run_dir))
+
+
+class Records(Callback):
+    def __init__(self, log):
+        self.log = log
+
+    def on_step(self, trainer, event):
+        if event.record:
+            self.log(event.record)
+
+
+def pretrain(method, data, log):
+    """Run the method's pretrain phase through the engine (its end hook included); records go to ``log``."""
+    method.ctx.log = log
+    Trainer(method, data, callbacks=[Records(log)]).run(phase="pretrain")
 
 
 def ae_modules(method):
@@ -72,25 +89,25 @@ def test_pretraining_lowers_reconstruction_error(preset, digits):
     x, y = to_float(digits.train.images), digits.train.labels
     before = evaluate_reconstruction(ae_modules(m), m.ae_loss, x, y)
     records = []
-    m.pretrain(digits, records.append)
+    pretrain(m, digits, records.append)
     after = evaluate_reconstruction(ae_modules(m), m.ae_loss, x, y)
     assert after < 0.7 * before, (before, after)
-    assert [r["step"] for r in records] == [1, 2, 3, 4] and all(r["phase"] == "pretrain" for r in records)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and all(r["phase"] == "pretrain" for r in records)
     assert records[-1]["pretrain/recon"] < records[0]["pretrain/recon"]
 
 
 def test_pretrain_checkpoint_is_reused_not_retrained(digits, tmp_path, monkeypatch):
     run = tmp_path / "run"
     first, log1 = make("ebgan", "options.pretrain_epochs=2", run_dir=run), []
-    first.pretrain(digits, log1.append)
+    pretrain(first, digits, log1.append)
     assert (run / "checkpoints" / "pretrain.pt").is_file() and len(log1) == 2
 
     def no_training(*args, **kwargs):
         raise AssertionError("the saved pre-training should have been reused")
 
-    monkeypatch.setattr(ae, "train_autoencoder", no_training)
+    monkeypatch.setattr(AutoencoderPretraining, "pretrain_step", no_training)
     second, log2 = make("ebgan", "options.pretrain_epochs=2", run_dir=run), []
-    second.pretrain(digits, log2.append)
+    pretrain(second, digits, log2.append)
     assert len(log2) == 1 and log2[0]["reused"].endswith("pretrain.pt") and log2[0]["epochs"] == 2
     for name, module in ae_modules(first).items():
         assert state_equal(module, ae_modules(second)[name]), name
@@ -98,22 +115,26 @@ def test_pretrain_checkpoint_is_reused_not_retrained(digits, tmp_path, monkeypat
     assert state_equal(second.nets["D"].trunk, second.encoder.trunk)
 
     # another run can point at it; the file is copied into that run
-    other = make("ebgan", "options.pretrain_epochs=2", f"options.pretrain_checkpoint={run}/checkpoints/pretrain.pt")
-    other.run_dir = tmp_path / "other"
-    other.pretrain(digits, lambda r: None)
+    other = make(
+        "ebgan",
+        "options.pretrain_epochs=2",
+        f"options.pretrain_checkpoint={run}/checkpoints/pretrain.pt",
+        run_dir=tmp_path / "other",
+    )
+    pretrain(other, digits, lambda r: None)
     assert state_equal(other.nets["G"], second.nets["G"])
     assert (tmp_path / "other" / "checkpoints" / "pretrain.pt").is_file()
 
     # other settings: refused, naming what differs
     with pytest.raises(TailganError, match="pretrain_epochs|epochs: 2 there, 3 here"):
-        make("ebgan", "options.pretrain_epochs=3", run_dir=run).pretrain(digits, lambda r: None)
+        pretrain(make("ebgan", "options.pretrain_epochs=3", run_dir=run), digits, lambda r: None)
 
 
 def test_pretrain_false_skips_the_phase(digits, tmp_path):
     m = make("bagan", "options.pretrain=false", run_dir=tmp_path)
     records = []
     with pytest.warns(UserWarning, match="covariance is singular"):
-        m.pretrain(digits, records.append)
+        pretrain(m, digits, records.append)
     assert records == [] and not (tmp_path / "checkpoints").exists()
     assert not state_equal(m.nets["D"].trunk, m.encoder.trunk)
     # the class Gaussians are still fitted (on the untrained encoder's codes)
@@ -122,19 +143,19 @@ def test_pretrain_false_skips_the_phase(digits, tmp_path):
 
 def test_bagan_gp_preset_keeps_d_fresh_and_bagan_trains_the_encoder(digits):
     gp = make("bagan-gp", "options.pretrain_epochs=1")
-    gp.pretrain(digits, lambda r: None)
+    pretrain(gp, digits, lambda r: None)
     assert not state_equal(gp.nets["D"].trunk, gp.encoder.trunk)  # authors' code: D not from the encoder
 
     bagan = make("bagan", "options.pretrain_epochs=1")
     encoder0 = {k: v.clone() for k, v in bagan.encoder.state_dict().items()}
     with pytest.warns(UserWarning):
-        bagan.pretrain(digits, lambda r: None)
+        pretrain(bagan, digits, lambda r: None)
     assert any(not torch.equal(v, bagan.encoder.state_dict()[k]) for k, v in encoder0.items())
     assert state_equal(bagan.nets["D"].trunk, bagan.encoder.trunk)
 
     faithful = make("bagan", "options.pretrain_epochs=1", "options.pretrain_decoder_only=true")
     with pytest.warns(UserWarning):
-        faithful.pretrain(digits, lambda r: None)
+        pretrain(faithful, digits, lambda r: None)
     assert all(torch.equal(v, faithful.encoder.state_dict()[k]) for k, v in encoder0.items())
 
 
@@ -246,7 +267,11 @@ def test_bagan_gp_wrong_labels_and_fakes_scored_with_their_labels(digits):
 
     G.forward, D.forward = g_spy, d_spy
     x_r, y_r = to_float(digits.train.images[:8]), digits.train.labels[:8]
-    m.train_step(lambda: (x_r, y_r), 1)
+    class OneBatch:
+        def next(self, name="real"):
+            return x_r, y_r
+
+    m.train_step(OneBatch(), 1)
     fake_scores = [(made[i], labels) for i, labels in scored if i in made]
     assert len(fake_scores) == 2  # the D step's fakes and the G step's
     assert all(torch.equal(a, b) for a, b in fake_scores)
@@ -280,9 +305,9 @@ def test_trains_checkpoints_resumes_and_samples_every_class(preset, extra, tmp_p
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
 
     records = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if r.get("phase") == "pretrain"] == [1]
-    assert [r["step"] for r in records if "phase" not in r] == [1, 2, 3, 4]
-    assert all("d_loss" in r and "g_loss" in r for r in records if "phase" not in r)
+    assert [r["epoch"] for r in records if r.get("phase") == "pretrain"] == [1]
+    assert [r["step"] for r in records if r.get("phase") == "gan"] == [1, 2, 3, 4]
+    assert all("d_loss" in r and "g_loss" in r for r in records if r.get("phase") == "gan")
     assert (split / "checkpoints" / "pretrain.pt").is_file()
 
     g = load_generator(split)

@@ -12,7 +12,6 @@ from tailgan.config import apply_overrides, from_dict
 from tailgan.data import (
     PRESETS,
     BatchStream,
-    ClassBalancedSampler,
     DataConfig,
     ImageSet,
     fit_images,
@@ -130,23 +129,36 @@ def test_manifest_round_trip(tmp_path):
 # --- samplers ---------------------------------------------------------------------------------------
 
 
-def test_balanced_sampler_frequencies():
+def test_balanced_stream_draws_every_class_at_one_over_k():
+    # the stream the engine trains on: each class drawn with probability 1/K, whatever its count
     labels = torch.tensor([0] * 1000 + [1] * 10 + [2] * 100)
-    s = ClassBalancedSampler(labels, num_samples=30000, seed=0)
-    freq = torch.bincount(labels[list(s)], minlength=3).double() / 30000
-    assert torch.allclose(freq, torch.full((3,), 1 / 3, dtype=torch.double), atol=0.015)
+    s = BatchStream(labels, 64, balanced=True, seed=0)
+    n = 64 * 500
+    drawn = torch.cat([s.next() for _ in range(500)])
+    freq = torch.bincount(labels[drawn], minlength=3).double() / n
+    tol = 4 * (1 / 3 * 2 / 3 / n) ** 0.5  # 4 binomial standard deviations
+    assert torch.allclose(freq, torch.full((3,), 1 / 3, dtype=torch.double), atol=tol), freq
+    # the epoch stream draws classes at their frequencies instead
+    plain = torch.cat([BatchStream(labels, 64, seed=0).next() for _ in range(1)])
+    assert (labels[plain] == 0).float().mean() > 0.6
 
 
-def test_balanced_sampler_ranks_differ_and_repeat():
+def test_balanced_stream_ranks_differ_and_repeat():
     labels = torch.arange(100) % 4
-    r0 = list(ClassBalancedSampler(labels, seed=1, rank=0, world_size=2))
-    r1 = list(ClassBalancedSampler(labels, seed=1, rank=1, world_size=2))
-    assert len(r0) == 50 and r0 != r1
-    assert r0 == list(ClassBalancedSampler(labels, seed=1, rank=0, world_size=2))
-    s = ClassBalancedSampler(labels, seed=1)
-    e0 = list(s)
-    s.set_epoch(1)
-    assert list(s) != e0
+    r0 = BatchStream(labels, 50, balanced=True, seed=1, rank=0, world_size=2).next()
+    r1 = BatchStream(labels, 50, balanced=True, seed=1, rank=1, world_size=2).next()
+    assert not torch.equal(r0, r1)
+    assert torch.equal(r0, BatchStream(labels, 50, balanced=True, seed=1, rank=0, world_size=2).next())
+
+
+def test_batch_stream_drop_last_keeps_batches_inside_epochs():
+    labels = torch.arange(10) % 2
+    s = BatchStream(labels, 4, seed=0, drop_last=True)
+    batches = [s.next() for _ in range(4)]  # 2 full batches per epoch of 10; 2 left over are skipped
+    assert all(len(b) == 4 for b in batches)
+    assert len(set(torch.cat(batches[:2]).tolist())) == 8 and len(set(torch.cat(batches[2:]).tolist())) == 8
+    with pytest.raises(TailganError, match="larger than"):
+        BatchStream(labels, 11, seed=0, drop_last=True).next()
 
 
 @pytest.mark.parametrize("balanced", [False, True])

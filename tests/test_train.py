@@ -14,8 +14,8 @@ from helpers import flatten_state
 from tailgan import load_generator
 from tailgan.cli import main as cli
 from tailgan.errors import TailganError
+from tailgan.io import load_checkpoint
 from tailgan.methods import all_presets, method_names, resolve_preset
-from tailgan.runs import load_checkpoint
 from tailgan.train import TrainingDiverged, make_config, train
 
 TINY = [

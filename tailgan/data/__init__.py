@@ -13,7 +13,7 @@ from tailgan.data.dataset import (
 from tailgan.data.folder import export_image_sets, load_image_folder
 from tailgan.data.images import ImageSet, fit_images, to_float, to_uint8
 from tailgan.data.longtail import RECIPES, imbalance_ratio, long_tail_counts, select_indices
-from tailgan.data.samplers import BatchStream, ClassBalancedSampler, balanced_weights
+from tailgan.data.samplers import BatchStream, balanced_weights
 from tailgan.data.sources import SOURCE_NAMES
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "RECIPES",
     "SOURCE_NAMES",
     "BatchStream",
-    "ClassBalancedSampler",
     "DataConfig",
     "ImageSet",
     "LongTailedData",

@@ -12,11 +12,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from tailgan.config import atomic_write_text, from_dict, to_dict
+from tailgan.config import from_dict, to_dict
 from tailgan.data.images import ImageSet, fit_images
-from tailgan.data.longtail import imbalance_ratio, long_tail_counts, select_indices
+from tailgan.data.longtail import imbalance_ratio, long_tail_counts, minority_classes, select_indices
 from tailgan.data.sources import SOURCE_NAMES, load_source
 from tailgan.errors import TailganError
+from tailgan.io import atomic_write_text
 
 
 @dataclass
@@ -26,7 +27,7 @@ class DataConfig:
     source: str = "digits"  # fashion_mnist | mnist | cifar10 | cifar100 | digits | folder | places_lt
     root: str | None = None  # folder holding the source (torchvision layout, or the image folder)
     preset: str | None = None  # informational: the preset this config came from
-    recipe: Literal["none", "exp", "step", "ecogan", "counts", "drop_one"] = "none"
+    recipe: Literal["none", "exp", "step", "ecogan", "counts", "drop_one", "minority"] = "none"
     imbalance_factor: float = 1.0  # IF = n_max / n_min for exp and step
     n_max: int | None = None  # head count for exp/step (default: the smallest class's size)
     minority_fraction: float = 0.5  # step: share of classes cut to n_max / IF
@@ -34,6 +35,8 @@ class DataConfig:
     counts: list[int] | None = None  # counts: one per class
     drop_class: int = 0  # drop_one: the class that is cut
     drop_fraction: float = 0.05  # drop_one: it keeps ceil(fraction * largest other class)
+    n_minority: int = 8  # minority: how many classes keep int(n_max / IF) (drawn with `seed`)
+    minority: list[int] | None = None  # minority: the minority classes themselves (overrides the draw)
     selection: Literal["first", "shuffle"] = "first"  # which images a class keeps
     seed: int = 0  # for selection=shuffle
     resolution: int | None = None  # square side in px; None keeps the native size
@@ -59,6 +62,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the embedded demo set: scikit-learn digits, 120 .. 12 images per class (IF 10)
     "digits_lt": dict(source="digits", recipe="exp", imbalance_factor=10.0, n_max=120, selection="shuffle", seed=0),
     "places_lt": dict(source="places_lt", recipe="none", resolution=64, channels=3),
+    # DFG's Fashion-MNIST 40:1: 8 minority classes (seeded draw) keep their first 150 images, the other two
+    # all 6,000; padded 2 px to the 32 x 32 of DFG's LeNet-5 (its transforms.Pad(2))
+    "fashion_mnist_dfg40": dict(
+        source="fashion_mnist",
+        recipe="minority",
+        imbalance_factor=40.0,
+        n_max=6000,
+        n_minority=8,
+        selection="first",
+        seed=0,
+        resolution=32,
+        fit="pad",
+    ),
 }
 
 
@@ -159,6 +175,9 @@ def load_data(spec: str | DataConfig | dict = "digits_lt", root: str | None = No
         counts=cfg.counts,
         drop_class=cfg.drop_class,
         drop_fraction=cfg.drop_fraction,
+        n_minority=cfg.n_minority,
+        minority=cfg.minority,
+        seed=cfg.seed,
     )
     kept = select_indices(full.labels.numpy(), counts, cfg.selection, cfg.seed)
 
@@ -193,6 +212,11 @@ def build_manifest(cfg: DataConfig, train: ImageSet, test: ImageSet, kept: np.nd
             "seed",
         )
     }
+    if cfg.recipe == "minority":
+        # only this recipe records its fields, so every other recipe's manifest and fingerprint stay as they were
+        recipe["n_minority"] = cfg.n_minority
+        recipe["minority"] = cfg.minority
+        recipe["minority_classes"] = minority_classes(train.num_classes, cfg.n_minority, cfg.seed, cfg.minority)
     manifest = {
         "tailgan_version": __version__,
         "source": cfg.source,

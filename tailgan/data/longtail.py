@@ -6,6 +6,8 @@ Recipes (see ``../shared/specs``):
 - ``ecogan``: class 0 keeps all its images, class c keeps ``unit * c`` (ECOGAN's FashionMNIST_LT / CIFAR10_LT);
 - ``counts``: an explicit list (e.g. BAGAN-GP's tables);
 - ``drop_one``: one class keeps ceil(fraction * max other class), the rest stay whole (BAGAN's protocol);
+- ``minority``: k classes (drawn with a seed, or listed) keep int(n_max / IF), the others are capped at n_max
+  (DFG's protocol: Fashion-MNIST 40:1 = 6,000 vs 150 with 8 minority classes; SVHN 10:1 = 5,000 vs 500);
 - ``none``: every image.
 """
 
@@ -17,7 +19,7 @@ import numpy as np
 
 from tailgan.errors import TailganError
 
-RECIPES = ("none", "exp", "step", "ecogan", "counts", "drop_one")
+RECIPES = ("none", "exp", "step", "ecogan", "counts", "drop_one", "minority")
 
 
 def long_tail_counts(
@@ -31,11 +33,19 @@ def long_tail_counts(
     counts: list[int] | None = None,
     drop_class: int = 0,
     drop_fraction: float = 0.05,
+    n_minority: int = 8,
+    minority: list[int] | None = None,
+    seed: int = 0,
 ) -> list[int]:
-    """Per-class image counts of ``recipe`` given the images ``available`` in each class."""
+    """Per-class image counts of ``recipe`` given the images ``available`` in each class.
+
+    ``n_minority``, ``minority`` and ``seed`` are read by the ``minority`` recipe only (see ``minority_classes``).
+    """
     C = len(available)
     if recipe not in RECIPES:
         raise TailganError(f"unknown long-tail recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    if recipe == "minority":
+        return _minority_counts(available, imbalance_factor, n_max, minority_classes(C, n_minority, seed, minority))
     if recipe in ("exp", "step") and imbalance_factor < 1:
         raise TailganError(f"imbalance factor IF={imbalance_factor} must be >= 1 (IF = n_max / n_min)")
     if n_max is None:
@@ -76,6 +86,42 @@ def long_tail_counts(
                 f"lower n_max / the counts, or use another recipe"
             )
     return out
+
+
+def minority_classes(
+    num_classes: int, n_minority: int = 8, seed: int = 0, minority: list[int] | None = None
+) -> list[int]:
+    """The minority classes of the ``minority`` recipe, sorted.
+
+    An explicit ``minority`` list wins. Otherwise ``n_minority`` classes are drawn without replacement by
+    ``numpy.random.RandomState(seed).permutation(num_classes)[:n_minority]``: DFG draws them with an
+    unseeded ``random.shuffle``, tailgan seeds the draw so a run can be rebuilt.
+    """
+    if minority is not None:
+        bad = [c for c in minority if not 0 <= c < num_classes]
+        if bad:
+            raise TailganError(f"data.minority lists class {bad[0]}, which is not a class index (0..{num_classes - 1})")
+        if len(set(minority)) != len(minority):
+            raise TailganError(f"data.minority={list(minority)} names a class twice; list each minority class once")
+        return sorted(int(c) for c in minority)
+    if not 0 <= n_minority <= num_classes:
+        raise TailganError(f"n_minority={n_minority} must be between 0 and the number of classes ({num_classes})")
+    return sorted(int(c) for c in np.random.RandomState(seed).permutation(num_classes)[:n_minority])
+
+
+def _minority_counts(available: list[int], imbalance_factor: float, n_max: int | None, minor: list[int]) -> list[int]:
+    """DFG's rule: a minority class keeps int(cap / IF), every other class at most cap (default cap: the largest class).
+
+    Both are caps, as in DFG's loaders (which keep the first images up to the limit): a class with fewer
+    images keeps them all, e.g. SVHN's class 9 (4,659 images) under the 5,000 cap.
+    """
+    if imbalance_factor < 1:
+        raise TailganError(f"imbalance factor IF={imbalance_factor} must be >= 1 (IF = majority cap / minority count)")
+    cap = max(available) if n_max is None else n_max
+    if cap < 1:
+        raise TailganError(f"n_max={cap} must be a positive majority cap")
+    n_minor = int(cap / imbalance_factor)
+    return [min(have, n_minor if c in minor else cap) for c, have in enumerate(available)]
 
 
 def select_indices(labels: np.ndarray, counts: list[int], selection: str = "first", seed: int = 0) -> np.ndarray:

@@ -1,16 +1,13 @@
-"""Samplers: class-balanced draws (weights N / n_y, with replacement), for one process or many.
+"""Batches of an in-memory dataset: class-balanced draws (weights N / n_y, with replacement) or epochs.
 
-``ClassBalancedSampler`` is a torch ``Sampler`` for DataLoaders. ``BatchStream`` is what the GAN engine
-uses: it hands out index batches of an in-memory dataset and can save and restore its exact position,
-so that a resumed run draws the same batches it would have drawn without stopping.
+``BatchStream`` is what the engine uses: it hands out index batches and can save and restore its exact
+position, so that a resumed run draws the same batches it would have drawn without stopping. (For a
+DataLoader, ``torch.utils.data.WeightedRandomSampler(balanced_weights(labels), n)`` draws the same way.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
-from torch.utils.data import Sampler
 
 from tailgan.errors import TailganError
 
@@ -27,40 +24,12 @@ def _stream_seed(seed: int, rank: int, epoch: int) -> int:
     return (seed * 1_000_003 + rank * 7919 + epoch * 104_729) % (2**63 - 1)
 
 
-class ClassBalancedSampler(Sampler[int]):
-    """Draws ``num_samples`` indices (default N) with probability proportional to N / n_y, with replacement.
-
-    Under DistributedDataParallel give each process its ``rank`` and ``world_size``: each rank then draws
-    its own ``num_samples // world_size`` indices from a stream seeded by (seed, rank, epoch), so ranks see
-    different data and every run with the same seed sees the same data. Call ``set_epoch`` each epoch.
-    """
-
-    def __init__(
-        self, labels: torch.Tensor, num_samples: int | None = None, seed: int = 0, rank: int = 0, world_size: int = 1
-    ) -> None:
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise TailganError(f"rank {rank} is not in 0..{world_size - 1}")
-        self.weights = balanced_weights(labels)
-        total = len(self.weights) if num_samples is None else num_samples
-        self.num_samples = total // world_size
-        self.seed, self.rank, self.epoch = seed, rank, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(_stream_seed(self.seed, self.rank, self.epoch))
-        return iter(torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-
 class BatchStream:
     """Endless index batches over an in-memory dataset, resumable to the exact batch.
 
     ``balanced=True`` draws each batch with weights N / n_y (with replacement); otherwise it walks
-    reshuffled epochs without replacement, each rank taking its own slice of the permutation.
+    reshuffled epochs without replacement, each rank taking its own slice of the permutation
+    (``drop_last``: an epoch's last partial batch is skipped, so every batch comes from one epoch).
     """
 
     def __init__(
@@ -71,11 +40,14 @@ class BatchStream:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        drop_last: bool = False,
     ) -> None:
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         if len(self.labels) == 0:
             raise TailganError("the training set is empty")
-        self.batch_size, self.balanced = batch_size, balanced
+        if batch_size < 1:
+            raise TailganError(f"batch size must be >= 1, got {batch_size}")
+        self.batch_size, self.balanced, self.drop_last = batch_size, balanced, drop_last
         self.rank, self.world_size = rank, world_size
         self.weights = balanced_weights(self.labels) if balanced else None
         self.generator = torch.Generator().manual_seed(_stream_seed(seed, rank if balanced else 0, 0))
@@ -94,6 +66,14 @@ class BatchStream:
         """The next batch of indices (int64, ``batch_size``)."""
         if self.balanced:
             return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=self.generator)
+        if self.drop_last:
+            if self.pos + self.batch_size > len(self.perm):
+                self._new_epoch()
+                if self.batch_size > len(self.perm):
+                    raise TailganError(f"batch size {self.batch_size} is larger than the {len(self.perm)} images")
+            take = self.perm[self.pos : self.pos + self.batch_size]
+            self.pos += self.batch_size
+            return take
         parts, need = [], self.batch_size
         while need > 0:
             if self.pos >= len(self.perm):

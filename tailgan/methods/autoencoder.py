@@ -1,9 +1,9 @@
 """Autoencoder / VAE pre-training shared by BAGAN, BAGAN-GP and IDA-GAN, and BAGAN's per-class Gaussians.
 
-Pre-training is the first phase of these methods (``Method.pretrain``, called once before GAN training on a
-fresh run). :func:`run_pretraining` trains the autoencoder modules a method hands it, logs one record per
-epoch through the run's log (``{"phase": "pretrain", "step": epoch, "pretrain/loss": ...}``), and saves
-them atomically to ``RUN/checkpoints/pretrain.pt``. When that file (or ``options.pretrain_checkpoint``)
+Pre-training is the first phase of these methods (:class:`AutoencoderPretraining`: the ``pretrain`` phase
+before ``gan``, resumable like any phase). It trains the autoencoder modules a method names, logs one record
+per epoch (``{"phase": "pretrain", "epoch": e, "pretrain/loss": ...}``), and saves them atomically to
+``RUN/checkpoints/pretrain.pt`` when the phase ends. When that file (or ``options.pretrain_checkpoint``)
 already holds a pre-training with the same settings, it is loaded instead of trained again; a file made with
 other settings is an error rather than silently reused. ``options.pretrain=false`` skips the phase (the
 "Pre-trained FALSE" rows of ECOGAN's table 3).
@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 from tailgan.data import to_float
 from tailgan.errors import TailganError
-from tailgan.runs import load_checkpoint, save_checkpoint
+from tailgan.io import load_checkpoint, save_checkpoint
+from tailgan.methods.build import ARCH_DEFAULTS
+from tailgan.methods.spec import Phase, StreamSpec
 
 PRETRAIN_FILE = "pretrain.pt"
 
@@ -171,7 +173,8 @@ def pretrain_key(method: Any, data: Any, extra: dict | None = None) -> dict:
 
 
 def pretrain_batch_size(method: Any) -> int:
-    return method.options.pretrain_batch_size or method.cfg.optim.batch_size
+    n = sum(method.shape.class_counts) or method.cfg.optim.batch_size
+    return min(method.options.pretrain_batch_size or method.cfg.optim.batch_size, n)
 
 
 def _check_key(stored: dict | None, wanted: dict, path: Path) -> None:
@@ -185,96 +188,129 @@ def _check_key(stored: dict | None, wanted: dict, path: Path) -> None:
     )
 
 
-def run_pretraining(
-    method: Any,
-    data: Any,
-    log: Callable[[dict], None],
-    modules: dict[str, nn.Module],
-    params: list[nn.Parameter],
-    loss_fn: LossFn,
-    key_extra: dict | None = None,
-) -> bool:
-    """Train (or load) the autoencoder ``modules`` of ``method``; True when a saved pre-training was reused.
+class AutoencoderPretraining:
+    """A ``pretrain`` phase before the ``gan`` phase, for methods whose G starts as a trained decoder.
 
-    ``params`` are the parameters the optimiser updates (usually every parameter of ``modules``);
-    ``loss_fn(x, y, generator)`` returns ``{"loss": ..., "recon": ..., ...}`` on a batch. The pre-training
-    is written to ``method.run_dir / "checkpoints" / "pretrain.pt"`` (when the method has a run folder).
+    The recipe gives ``pretrain_modules() -> (modules, params)`` (the modules saved in ``pretrain.pt`` and the
+    parameters the optimiser updates), ``ae_loss(x, y, generator) -> {"loss", "recon", ...}``,
+    ``pretrain_key_extra()`` and ``after_pretrain(data)`` (runs when the phase ends, also when it is skipped).
+    The phase is Adam over reshuffled epochs without replacement, the last partial batch dropped, the same
+    batches on every rank (its own stream and noise generator, seeded by ``seed``, so the GAN phase sees the
+    same random numbers whether the autoencoder was trained now or loaded); one log record per epoch.
     """
-    o = method.options
-    key = pretrain_key(method, data, key_extra)
-    own = Path(method.run_dir) / "checkpoints" / PRETRAIN_FILE if getattr(method, "run_dir", None) else None
-    source = Path(o.pretrain_checkpoint) if o.pretrain_checkpoint else own
-    if o.pretrain_checkpoint and not source.is_file():
-        raise TailganError(f"options.pretrain_checkpoint={o.pretrain_checkpoint} does not exist")
-    reused = source is not None and source.is_file()
-    if reused:
-        state = load_checkpoint(source, method.device)
-        _check_key(state.get("key"), key, source)
+
+    def build_pretraining(self) -> None:
+        o, cfg = self.options, self.cfg
+        _, params = self.pretrain_modules()
+        betas = tuple(o.pretrain_betas or cfg.optim.betas)
+        lr = o.pretrain_lr or cfg.optim.g_lr
+        self.optimizers["pretrain"] = torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg.optim.eps)
+        self.pretrain_noise = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + 103)  # VAE sampling
+        self.pretrain_history: list[dict] = []
+
+    def streams(self) -> dict:
+        return {
+            **super().streams(),
+            "pretrain": StreamSpec(batch_size=pretrain_batch_size(self), shard=False, drop_last=True, seed_offset=101),
+        }
+
+    def pretrain_steps_per_epoch(self) -> int:
+        return max(sum(self.shape.class_counts) // pretrain_batch_size(self), 1)
+
+    def phases(self) -> list:
+        o = self.options
+        per_epoch = self.pretrain_steps_per_epoch()
+        pretrain = Phase(
+            "pretrain",
+            o.pretrain_epochs * per_epoch if o.pretrain else 0,
+            self.pretrain_step,
+            begin=self.pretrain_begin,
+            end=self.pretrain_end,
+            log_every=per_epoch,
+            record=self.pretrain_record,
+        )
+        return [pretrain, *super().phases()]
+
+    def pretrain_step(self, batches: Any, step: int) -> dict[str, Tensor]:
+        modules, _ = self.pretrain_modules()
+        for module in modules.values():
+            module.train()
+        x, y = batches.next("pretrain")
+        with self.autocast():
+            parts = self.ae_loss(x, y, self.pretrain_noise)
+        opt = self.optimizers["pretrain"]
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        opt.step()
+        return {f"pretrain/{k}": v.detach() for k, v in parts.items()}
+
+    def pretrain_record(self, data: Any, record: dict) -> dict:
+        """Per-epoch fields: the epoch, and the reconstruction error on the validation split when there is one."""
+        extra: dict = {"epoch": int(record["step"]) // self.pretrain_steps_per_epoch()}
+        valid = data.valid if getattr(data, "valid", None) is not None and len(data.valid) else None
+        if valid is not None:
+            modules, _ = self.pretrain_modules()
+            extra["pretrain/valid_recon"] = evaluate_reconstruction(
+                modules, self.ae_loss, valid.images, valid.labels, self.device, pretrain_batch_size(self)
+            )
+        self.pretrain_history.append({**record, **extra})
+        return extra
+
+    def _pretrain_files(self) -> tuple[Path | None, Path | None]:
+        o, run = self.options, self.ctx.run_dir
+        own = Path(run) / "checkpoints" / PRETRAIN_FILE if run is not None else None
+        source = Path(o.pretrain_checkpoint) if o.pretrain_checkpoint else own
+        if o.pretrain_checkpoint and not source.is_file():
+            raise TailganError(f"options.pretrain_checkpoint={o.pretrain_checkpoint} does not exist")
+        return own, source
+
+    def pretrain_begin(self, data: Any) -> bool:
+        """Load a saved pre-training with the same settings instead of training (True: the phase is skipped)."""
+        if not self.options.pretrain:
+            return True
+        _, source = self._pretrain_files()
+        if source is None or not source.is_file():
+            return False
+        state = load_checkpoint(source, self.device)
+        _check_key(state.get("key"), pretrain_key(self, data, self.pretrain_key_extra()), source)
+        modules, _ = self.pretrain_modules()
         for name, module in modules.items():
             module.load_state_dict(state["modules"][name])
-        history = state["history"]
-        log({"phase": "pretrain", "reused": str(source), "epochs": len(history)})
-    else:
-        history = train_autoencoder(method, data, log, modules, params, loss_fn)
-    if method.world_size > 1:  # identical work on every rank; make the weights bit-identical anyway
-        for module in modules.values():
-            for t in list(module.parameters()) + list(module.buffers()):
-                dist.broadcast(t.data, 0)
-    if method.rank == 0 and own is not None and not (reused and source.resolve() == own.resolve()):
-        state = {"key": key, "modules": {n: m.state_dict() for n, m in modules.items()}, "history": history}
-        save_checkpoint(state, own)
-    return reused
+        self.pretrain_history = list(state["history"])
+        self.pretrain_reused = source
+        self.ctx.log({"phase": "pretrain", "reused": str(source), "epochs": len(self.pretrain_history)})
+        return True
 
+    def pretrain_end(self, data: Any) -> None:
+        if self.options.pretrain:
+            modules, _ = self.pretrain_modules()
+            if self.world_size > 1:  # identical work on every rank; make the weights bit-identical anyway
+                for module in modules.values():
+                    for t in list(module.parameters()) + list(module.buffers()):
+                        dist.broadcast(t.data, 0)
+            own, source = self._pretrain_files()
+            reused = getattr(self, "pretrain_reused", None)
+            if self.rank == 0 and own is not None and not (reused is not None and reused.resolve() == own.resolve()):
+                state = {
+                    "key": pretrain_key(self, data, self.pretrain_key_extra()),
+                    "modules": {n: m.state_dict() for n, m in modules.items()},
+                    "history": self.pretrain_history,
+                }
+                save_checkpoint(state, own)
+        self.after_pretrain(data)
 
-def train_autoencoder(
-    method: Any,
-    data: Any,
-    log: Callable[[dict], None],
-    modules: dict[str, nn.Module],
-    params: list[nn.Parameter],
-    loss_fn: LossFn,
-) -> list[dict]:
-    """The pre-training loop: Adam, reshuffled epochs without replacement, the last partial batch dropped."""
-    o, cfg, device = method.options, method.cfg, method.device
-    images, labels = data.train.images, data.train.labels
-    valid = data.valid if getattr(data, "valid", None) is not None and len(data.valid) else None
-    n = len(labels)
-    batch = min(pretrain_batch_size(method), n)
-    opt = torch.optim.Adam(
-        params, lr=o.pretrain_lr or cfg.optim.g_lr, betas=tuple(o.pretrain_betas or cfg.optim.betas), eps=cfg.optim.eps
-    )
-    order = torch.Generator().manual_seed(cfg.seed * 1000 + 101)  # batches: same on every rank
-    noise = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + 103)  # VAE sampling
-    history: list[dict] = []
-    for module in modules.values():
-        module.train()
-    for epoch in range(1, o.pretrain_epochs + 1):
-        perm = torch.randperm(n, generator=order)
-        sums: dict[str, float] = {}
-        steps = n // batch
-        for i in range(steps):
-            idx = perm[i * batch : (i + 1) * batch]
-            with method.autocast():
-                parts = loss_fn(_as_float(images[idx], device), labels[idx].to(device), noise)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise TailganError(
-                    f"pre-training loss became {loss.item()} at epoch {epoch}; lower options.pretrain_lr"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-        record: dict = {"phase": "pretrain", "step": epoch}
-        record.update({f"pretrain/{k}": v / steps for k, v in sums.items()})
-        if valid is not None:
-            record["pretrain/valid_recon"] = evaluate_reconstruction(
-                modules, loss_fn, valid.images, valid.labels, device, batch
-            )
-        history.append(record)
-        log(record)
-    return history
+    def extra_state(self) -> dict:
+        return {
+            **super().extra_state(),
+            "pretrain_noise": self.pretrain_noise.get_state(),
+            "pretrain_history": self.pretrain_history,
+        }
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        if "pretrain_noise" in state:
+            self.pretrain_noise.set_state(state["pretrain_noise"])
+            self.pretrain_history = list(state["pretrain_history"])
 
 
 @torch.no_grad()
@@ -308,8 +344,6 @@ def refresh_ema(method: Any) -> None:
 
 def dcgan_dims(model: Any, img_size: int) -> tuple[int, int]:
     """(z_dim, conv_dim) of the DCGAN-style encoder/decoder these methods use, with a clear error otherwise."""
-    from tailgan.methods.build import ARCH_DEFAULTS
-
     if model.arch != "dcgan":
         raise TailganError(
             f"model.arch={model.arch!r}: the autoencoder-initialised methods use the DCGAN encoder/decoder; "

@@ -36,7 +36,6 @@ betas (0.5, 0.999), batch 128, latent 128, one D step per G step, 150 autoencode
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +45,7 @@ from torch import Tensor
 
 from tailgan.errors import TailganError
 from tailgan.methods.autoencoder import (
+    AutoencoderPretraining,
     PretrainOptions,
     check_pretrain_options,
     dcgan_dims,
@@ -54,9 +54,8 @@ from tailgan.methods.autoencoder import (
     gaussian_factors,
     reconstruction_loss,
     refresh_ema,
-    run_pretraining,
 )
-from tailgan.methods.base import Batch, Method
+from tailgan.methods.base import Batches, Method
 from tailgan.nets.autoencoder import ClassGaussianGenerator, ClassifierDiscriminator, Encoder
 from tailgan.nets.dcgan import DCGANDecoder
 
@@ -95,7 +94,7 @@ class BAGANOptions(PretrainOptions):
     cov_jitter: float = 1e-3  # diagonal jitter (x mean variance) for classes with n_c <= latent dims
 
 
-class BAGAN(Method):
+class BAGAN(AutoencoderPretraining, Method):
     """BAGAN; see the module docstring. ``nets``: G (:class:`ClassGaussianGenerator`), D (one K+1 head)."""
 
     name = "bagan"
@@ -118,6 +117,7 @@ class BAGAN(Method):
         self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), opt.d_lr, opt.betas, opt.eps)
         if cfg.ema:
             self.add_ema("G")
+        self.build_pretraining()
 
     def check_options(self) -> None:
         if not self.options.cov_jitter >= 0:
@@ -138,16 +138,16 @@ class BAGAN(Method):
     def pretrain_key_extra(self) -> dict:
         return {"decoder_only": self.options.pretrain_decoder_only}
 
-    def pretrain(self, data: Any, log: Callable[[dict], None]) -> None:
-        o, G = self.options, self.nets["G"]
-        if o.pretrain:
-            modules = {"encoder": self.encoder, "decoder": G.decoder}
-            params = list(G.decoder.parameters())
-            if not o.pretrain_decoder_only:
-                params += list(self.encoder.parameters())
-            run_pretraining(self, data, log, modules, params, self.ae_loss, self.pretrain_key_extra())
-            if o.d_init_from_encoder:
-                self.nets["D"].trunk.load_state_dict(self.encoder.trunk.state_dict())
+    def pretrain_modules(self) -> tuple[dict[str, torch.nn.Module], list[torch.nn.Parameter]]:
+        G = self.nets["G"]
+        params = list(G.decoder.parameters())
+        if not self.options.pretrain_decoder_only:
+            params += list(self.encoder.parameters())
+        return {"encoder": self.encoder, "decoder": G.decoder}, params
+
+    def after_pretrain(self, data: Any) -> None:
+        if self.options.pretrain and self.options.d_init_from_encoder:
+            self.nets["D"].trunk.load_state_dict(self.encoder.trunk.state_dict())
         self.fit_latents(data)
         refresh_ema(self)
 
@@ -170,7 +170,7 @@ class BAGAN(Method):
             return self.uniform_labels(n)
         counts = self.nets["G"].class_counts
         if counts.sum() == 0:
-            raise TailganError("class_ratios=rebalance needs the class counts, which pretrain(data) sets first")
+            raise TailganError("class_ratios=rebalance needs the class counts, which the pretrain phase sets first")
         q = rebalance_ratios(counts).to(self.device)
         return torch.multinomial(q, n, replacement=True, generator=self.gen)
 
@@ -181,10 +181,10 @@ class BAGAN(Method):
     def g_loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
         return bagan_g_loss(out["cls_logits"], labels)
 
-    def train_step(self, next_batch: Callable[[], Batch], step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         cfg, o, G, D = self.cfg, self.options, self.nets["G"], self.nets["D"]
         for _ in range(cfg.optim.d_steps):
-            x_r, y_r = next_batch()
+            x_r, y_r = batches.next("real")
             y_f = self.fake_labels(self.num_fakes(len(y_r)), o.class_ratios_d)
             with torch.no_grad(), self.autocast():
                 x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()

@@ -41,7 +41,6 @@ with ``options.pretrain=false`` giving ECOGAN's "Pre-trained FALSE" rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,14 +51,14 @@ from torch import Tensor
 from tailgan.errors import TailganError
 from tailgan.losses import gradient_penalty
 from tailgan.methods.autoencoder import (
+    AutoencoderPretraining,
     PretrainOptions,
     check_pretrain_options,
     dcgan_dims,
     reconstruction_loss,
     refresh_ema,
-    run_pretraining,
 )
-from tailgan.methods.base import Batch, Method
+from tailgan.methods.base import Batches, Method
 from tailgan.nets.autoencoder import Encoder, FlatProjectionDiscriminator
 from tailgan.nets.dcgan import DCGANGenerator
 
@@ -87,7 +86,7 @@ class BAGANGPOptions(PretrainOptions):
     wrong_labels: Literal["exclude_true", "any"] = "exclude_true"  # "any": the published codes
 
 
-class BAGANGP(Method):
+class BAGANGP(AutoencoderPretraining, Method):
     """BAGAN-GP / EBGAN; see the module docstring. ``nets``: G (:class:`DCGANGenerator`), D (flat projection)."""
 
     name = "bagan-gp"
@@ -115,6 +114,7 @@ class BAGANGP(Method):
         self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), opt.d_lr, opt.betas, opt.eps)
         if cfg.ema:
             self.add_ema("G")
+        self.build_pretraining()
 
     # -- pre-training ----------------------------------------------------------------------------------------
     def ae_loss(self, x: Tensor, y: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -122,14 +122,17 @@ class BAGANGP(Method):
         recon = reconstruction_loss(G.decoder(self.encoder(x) * G.embedding(y)), x, self.options.ae_loss)
         return {"loss": recon, "recon": recon}
 
-    def pretrain(self, data: Any, log: Callable[[dict], None]) -> None:
-        if self.options.pretrain:
-            G = self.nets["G"]
-            modules = {"encoder": self.encoder, "embedding": G.embedding, "decoder": G.decoder}
-            params = [p for m in modules.values() for p in m.parameters()]
-            run_pretraining(self, data, log, modules, params, self.ae_loss)
-            if self.options.d_init_from_encoder:
-                self.nets["D"].trunk.load_state_dict(self.encoder.trunk.state_dict())
+    def pretrain_modules(self) -> tuple[dict[str, torch.nn.Module], list[torch.nn.Parameter]]:
+        G = self.nets["G"]
+        modules = {"encoder": self.encoder, "embedding": G.embedding, "decoder": G.decoder}
+        return modules, [p for m in modules.values() for p in m.parameters()]
+
+    def pretrain_key_extra(self) -> dict:
+        return {}
+
+    def after_pretrain(self, data: Any) -> None:
+        if self.options.pretrain and self.options.d_init_from_encoder:
+            self.nets["D"].trunk.load_state_dict(self.encoder.trunk.state_dict())
         refresh_ema(self)
 
     # -- adversarial training --------------------------------------------------------------------------------
@@ -139,12 +142,12 @@ class BAGANGP(Method):
         shift = torch.randint(1, self.num_classes, labels.shape, generator=self.gen, device=self.device)
         return (labels + shift) % self.num_classes  # uniform over the other classes
 
-    def train_step(self, next_batch: Callable[[], Batch], step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
         logs: dict[str, torch.Tensor] = {}
-        batch = next_batch() if self.options.same_real_batch else None
+        batch = batches.next("real") if self.options.same_real_batch else None
         for _ in range(cfg.optim.d_steps):
-            x_r, y_r = batch if batch is not None else next_batch()
+            x_r, y_r = batch if batch is not None else batches.next("real")
             y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
             y_w = self.wrong_labels(y_r)
             with torch.no_grad(), self.autocast():

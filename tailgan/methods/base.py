@@ -1,51 +1,78 @@
-"""What every GAN recipe shares: its networks, optimizers, EMA, gradient sync and sampling.
+"""What every recipe shares: its networks, optimizers, EMA, gradient sync, sampling and checkpoints.
 
-A method owns any number of networks (``self.nets``) and optimizers (``self.optimizers``) and defines
-``train_step``: one generator update with the discriminator updates that precede it. The training loop
-(``tailgan.train``) only calls ``train_step``, ``sample`` and the checkpoint hooks, so a recipe with two
-networks (a GAN) or four (a CycleGAN trained with a classifier) runs in the same loop.
+A method owns any number of networks (``self.nets``) and optimizers (``self.optimizers``), declares its
+streams, phases and output (``tailgan.methods.spec``) and defines the step of each phase; for a GAN the
+one phase ``gan`` runs ``train_step``: one generator update with the discriminator updates before it.
+The engine (``tailgan.engine.Trainer``) only calls the declared step functions, ``sample`` and the
+checkpoint hooks, so a recipe with two networks (a GAN) or four (a CycleGAN trained with a classifier)
+runs in the same loop.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from tailgan.config import from_dict
+from tailgan.errors import TailganError
+from tailgan.methods.spec import DataShape, OutputSpec, Phase, RunContext, StreamSpec
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # real images in [-1, 1] and their labels
 
 
+class Batches(Protocol):
+    """The named streams a step receives: ``batches.next("real") -> (images, labels)``."""
+
+    def next(self, name: str = "real") -> Batch: ...
+
+
+@dataclass
+class OptimizerConfig:
+    """One optimizer's settings, a typed section of a recipe's options (e.g. a classifier's SGD beside Adam)."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    weight_decay: float = 0.0
+
+
+def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names over ``params``."""
+    if not cfg.lr > 0:
+        raise TailganError(f"optimizer lr must be > 0, got {cfg.lr}")
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
 class Method:
-    """Base class of GAN recipes. Subclasses set ``nets``/``optimizers`` in ``build`` and define ``train_step``."""
+    """Base class of recipes. Subclasses set ``nets``/``optimizers`` in ``build`` and define ``train_step``
+    (or declare other ``phases``)."""
 
     name = "method"
     Options: type | None = None  # a dataclass of method-specific options (the config's ``options`` section)
 
-    def __init__(
-        self,
-        cfg: Any,
-        num_classes: int,
-        img_channels: int,
-        img_size: int,
-        device: torch.device,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.cfg = cfg
-        self.num_classes, self.img_channels, self.img_size = num_classes, img_channels, img_size
-        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+    def __init__(self, cfg: Any, shape: DataShape, ctx: RunContext | None = None) -> None:
+        self.cfg, self.shape = cfg, shape
+        self.ctx = ctx or RunContext()
+        self.num_classes, self.img_channels, self.img_size = shape.num_classes, shape.img_channels, shape.img_size
+        self.device, self.rank, self.world_size = torch.device(self.ctx.device), self.ctx.rank, self.ctx.world_size
         self.options = from_dict(self.Options, cfg.options, prefix="options.") if self.Options else None
         # noise, labels and GP factors come from this generator, so a resumed run draws the same numbers;
         # each rank gets its own stream
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + 17 + rank)
-        self.run_dir = None  # set by the training loop; None when only sampling
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1000 + 17 + self.rank)
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, nn.Module] = {}
@@ -55,33 +82,75 @@ class Method:
         for net in self.ema.values():
             net.to(self.device).eval().requires_grad_(False)
 
-    # -- to be defined by recipes -------------------------------------------------------------------------
+    # -- declared by recipes --------------------------------------------------------------------------------
     def build(self) -> None:
         raise NotImplementedError
 
-    def train_step(self, next_batch: Callable[[], Batch], step: int) -> dict[str, torch.Tensor]:
+    def streams(self) -> dict[str, StreamSpec]:
+        """The real-data streams the steps draw from; a GAN has one, ``real``."""
+        return {"real": StreamSpec(balanced=self.cfg.sampling == "balanced", flip=self.cfg.flip)}
+
+    def phases(self) -> list[Phase]:
+        """The ordered training phases; a GAN has one, ``gan``, of ``steps`` generator updates."""
+        return [Phase("gan", self.cfg.steps, self.train_step, main=True)]
+
+    @property
+    def output(self) -> OutputSpec:
+        """What ``sample`` makes: images of the data's shape, unless a recipe says otherwise."""
+        return OutputSpec("image", (self.img_channels, self.img_size, self.img_size))
+
+    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         """One generator update (and the discriminator updates before it); returns detached losses."""
         raise NotImplementedError
 
+    # -- sampling -----------------------------------------------------------------------------------------------
     def generator_for_sampling(self) -> nn.Module:
         """The network that makes images: the EMA copy of G when there is one."""
         return self.ema.get("G", self.nets["G"])
 
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for ``n`` samples (a noise-driven generator's input)."""
+        g = self.generator_for_sampling()
+        return torch.randn(n, g.z_dim, generator=generator or self.gen, device=self.device)
+
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images in [-1, 1] for ``labels`` (no gradient)."""
+    def generate(self, z: torch.Tensor, labels: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs for noise ``z`` and ``labels`` with the sampling network in eval mode (float32)."""
         g = self.generator_for_sampling()
         was_training = g.training
         g.eval()
-        z = torch.randn(len(labels), g.z_dim, generator=generator or self.gen, device=self.device)
         x = g(z, labels.to(self.device))
         g.train(was_training)
         return x.float()
 
-    def pretrain(self, data: Any, log: Callable[[dict], None]) -> None:  # noqa: B027 - optional hook
-        """An optional phase before GAN training (autoencoder, VAE); recipes that need one override it."""
+    @torch.no_grad()
+    def sample(
+        self, labels: torch.Tensor, generator: torch.Generator | None = None, source: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Outputs for ``labels`` (images in [-1, 1] for image recipes), no gradient. ``source``: a batch of
+        images to translate, for recipes whose output ``translates``."""
+        return self.generate(self.latent(len(labels), generator), labels, source)
+
+    @torch.no_grad()
+    def sample_grid(self, num_classes: int, per_class: int, seed: int) -> tuple[torch.Tensor, int] | None:
+        """(images, images per row) for a progress grid: one row per class, the same noise in every row and
+        at every step, so grids are comparable over training. None: the recipe has no image grid."""
+        if self.output.kind != "image":
+            return None
+        gen = torch.Generator(device=self.device).manual_seed(seed + 12345)
+        labels = torch.arange(num_classes, device=self.device).repeat_interleave(per_class)
+        z = self.latent(per_class, gen)
+        z = z.repeat(num_classes, *[1] * (z.dim() - 1))
+        return self.generate(z, labels).cpu(), per_class
 
     # -- shared machinery -----------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        """State beyond networks/optimizers/generator that a resumed run needs (pools, EMAs of losses)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:  # noqa: B027 - optional hook
+        """Restore what ``extra_state`` saved."""
+
     def make_adam(self, params, lr: float, betas: tuple[float, float], eps: float = 1e-8) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
 
@@ -153,6 +222,7 @@ class Method:
             "ema": {k: v.state_dict() for k, v in self.ema.items()},
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "gen": self.gen.get_state(),
+            "extra": self.extra_state(),
         }
 
     def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
@@ -164,3 +234,4 @@ class Method:
             for k, v in state["optimizers"].items():
                 self.optimizers[k].load_state_dict(v)
             self.gen.set_state(state["gen"])
+            self.load_extra_state(state.get("extra", {}))

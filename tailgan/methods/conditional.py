@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tailgan.losses import ADV_LOSSES, gradient_penalty
-from tailgan.methods.base import Batch, Method
+from tailgan.methods.base import Batches, Method
 from tailgan.methods.build import build_discriminator, build_generator
 
 
@@ -41,11 +41,11 @@ class ConditionalGAN(Method):
             self.add_ema("G")
         self.d_adv, self.g_adv = ADV_LOSSES[cfg.loss.adv]
 
-    def train_step(self, next_batch: Callable[[], Batch], step: int) -> dict[str, torch.Tensor]:
+    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
         logs: dict[str, torch.Tensor] = {}
         for _ in range(cfg.optim.d_steps):
-            x_r, y_r = next_batch()
+            x_r, y_r = batches.next("real")
             y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
             with torch.no_grad(), self.autocast():
                 x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()

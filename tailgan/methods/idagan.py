@@ -115,13 +115,13 @@ class IDAGAN(BAGAN):
     def pretrain_key_extra(self) -> dict:
         return {**super().pretrain_key_extra(), "vae_beta": self.options.vae_beta}
 
-    def pretrain(self, data: Any, log) -> None:
+    def pretrain_begin(self, data: Any) -> bool:
         warnings.warn(
             "idagan is a reconstruction: the IDA-GAN paper and code were not available, see "
             "tailgan.methods.idagan for which details are inferred",
             stacklevel=2,
         )
-        super().pretrain(data, log)
+        return super().pretrain_begin(data)
 
     def d_loss(self, out: dict[str, Tensor], n_real: int, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
         a, b = out[HEAD_A], out[HEAD_B]

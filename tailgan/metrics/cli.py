@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tailgan.config import atomic_write_text
 from tailgan.errors import TailganError
+from tailgan.io import atomic_write_text
 
 
 def _load_folder(directory: str, resolution: int | None, channels: int | None, classes: list[str] | None = None):

@@ -48,6 +48,15 @@ REFS = ("test", "train-lt")
 GEN_CHUNK = 1000  # labels per generator call; chunk j uses seed + j
 
 
+# figures where a larger value is better; every other figure (FID, KID, intra-class FID, MS-SSIM) is lower-better
+HIGHER_IS_BETTER = ("is", "labelacc", "precision", "recall", "density", "coverage")
+
+
+def higher_is_better(name: str) -> bool:
+    """The direction of a figure: True for IS, label accuracy and PRDC, False for distances (FID, KID, ...)."""
+    return name in HIGHER_IS_BETTER
+
+
 def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
     """``"fid,kid"`` or a sequence of names -> a validated list (``"all"`` = every metric)."""
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)

@@ -31,12 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tailgan.config import atomic_write_text
 from tailgan.data import DataConfig, LongTailedData, fit_images, load_data, to_float
 from tailgan.errors import TailganError
+from tailgan.io import atomic_write_text, save_checkpoint
 from tailgan.metrics.features import EvaluatorExtractor
 from tailgan.nets.evaluator import EvaluatorNet
-from tailgan.runs import save_checkpoint
 
 ARCH = "EvaluatorNet-v1"  # bump when EvaluatorNet changes, so old cached weights are not loaded into it
 

@@ -1,0 +1,135 @@
+"""The training config: typed sections loaded from presets, YAML and ``key=value`` overrides.
+
+Defaults <- method preset <- config file <- ``--data``/``--root`` and other flags <- overrides. The
+method's own ``options`` section is validated against its ``Options`` dataclass here, before any data is
+loaded, and written back with every default filled in, so ``config.yaml`` holds the whole resolved run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tailgan.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from tailgan.data import DataConfig, resolve_data_config
+from tailgan.errors import TailganError
+from tailgan.methods import get_method, resolve_preset
+
+DEFAULT_RESOLUTION = 32
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["dcgan", "biggan"] = "biggan"
+    z_dim: int | None = None  # None: the architecture's default (dcgan 128, biggan 80)
+    conv_dim: int | None = None  # width; None: the architecture's default (biggan 96 full, 24 = "div4")
+    shared_dim: int = 128  # biggan: shared class embedding (32 for div4)
+    embed_dim: int = 512  # proxy / embedding head
+    attention: bool = True  # biggan: self-attention at 16x16
+
+
+@dataclass
+class LossConfig:
+    adv: Literal["bce", "hinge", "wasserstein"] = "hinge"
+    gp_weight: float = 0.0  # gradient penalty weight (0: off)
+    gp_alpha: Literal["uniform", "normal"] = "uniform"  # interpolation factor; "normal" is ECOGAN's code
+    cond_lambda: float = 1.0  # weight of the conditional (contrastive / classification) loss
+    temperature: float = 1.0
+    m_p: float = 0.98  # D2D-CE positive margin (m_n = 1 - m_p)
+    max_shift: bool = True  # the original code's detached max shifts in ECO / D2D-CE
+    gather: bool = True  # under DDP, contrastive losses see every rank's batch
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 64  # per process
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    eps: float = 1e-6
+    d_steps: int = 5  # D updates per G update
+
+
+@dataclass
+class TrainConfig:
+    method: str = "ecogan"
+    preset: str | None = None
+    data: DataConfig = field(default_factory=lambda: resolve_data_config("digits_lt"))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    options: dict[str, Any] = field(default_factory=dict)  # the method's typed Options, resolved by make_config
+    steps: int = 2000  # steps of the method's main phase (generator updates for a GAN)
+    seed: int = 0
+    sampling: Literal["uniform", "balanced"] = "uniform"  # real data: as it is, or class-balanced resampling
+    d_fake_labels: Literal["real", "uniform"] = "uniform"  # labels of the D-step fakes
+    flip: bool = False  # random horizontal flips of real images
+    ema: bool = False
+    ema_decay: float = 0.9999
+    ema_start: int = 1000
+    amp: bool = False  # bf16 autocast
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 50
+    sample_every: int = 500
+    sample_classes: int = 50  # rows in the sample grid (at most this many classes)
+    ckpt_every: int = 500
+    keep_checkpoints: bool = False  # also keep checkpoints/step_N.pt
+    eval_every: int = 0  # 0: no evaluation during training
+    eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
+    eval_ref: Literal["train-lt", "test"] = "train-lt"
+    eval_n: int | None = None
+    eval_feature: str = "evaluator"
+    best_metric: str = "fid"  # its direction (lower/higher is better) comes from the metric
+
+
+def resolve_options(cfg: TrainConfig) -> TrainConfig:
+    """Validate ``cfg.options`` against the method's Options dataclass and fill in every default."""
+    options_cls = get_method(cfg.method).Options
+    if options_cls is None:
+        if cfg.options:
+            raise TailganError(f"method {cfg.method!r} takes no options (got options.{next(iter(cfg.options))})")
+        return cfg
+    cfg.options = to_dict(from_dict(options_cls, cfg.options, prefix="options."))
+    return cfg
+
+
+def make_config(
+    method: str | None = None,
+    config_file: str | None = None,
+    data: str | None = None,
+    root: str | None = None,
+    overrides: list[str] | None = None,
+    **fields: Any,
+) -> TrainConfig:
+    """Defaults <- method preset <- config file <- --data/--root and other flags <- key=value overrides."""
+    d: dict[str, Any] = {}
+    file_cfg = load_yaml(config_file) if config_file else {}
+    name = method or file_cfg.get("preset") or file_cfg.get("method") or "ecogan"
+    d = merge(d, resolve_preset(name))
+    d = merge(d, file_cfg)
+    if method:  # --method on the command line wins over the file
+        d = merge(d, resolve_preset(method))
+    data_dict = to_dict(resolve_data_config(data if data else d.get("data", "digits_lt")))
+    if isinstance(d.get("data"), dict) and not data:
+        data_dict = merge(data_dict, d["data"])
+    root = root or (os.environ.get("TAILGAN_DATA") if not data_dict.get("root") else None)
+    if root:
+        data_dict["root"] = root
+    d["data"] = data_dict
+    d = merge(d, {k: v for k, v in fields.items() if v is not None})
+    d = apply_overrides(d, overrides or [])
+    cfg = from_dict(TrainConfig, d)
+    if cfg.data.resolution is None:
+        cfg.data.resolution = DEFAULT_RESOLUTION
+    return resolve_options(cfg)  # unknown method or option -> error now, not after loading data
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise TailganError(
+            f"{run_dir} is not a tailgan run (no config.yaml); give the folder `tailgan train --out` wrote"
+        )
+    return resolve_options(from_dict(TrainConfig, load_yaml(path)))

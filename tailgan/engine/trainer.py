@@ -1,0 +1,360 @@
+"""The steppable trainer every recipe runs in, and its callbacks.
+
+``Trainer(method, data, ctx, callbacks)`` walks the recipe's phases in order; ``step()`` makes one step of
+the current phase (beginning and ending phases as it goes) and returns its losses, ``run()`` steps to the
+end. After every step the callbacks see a :class:`StepEvent`, in order: the divergence guard, sample grids,
+evaluation, logging, checkpoints. The trainer's state (phase, step, every stream's position, the
+recipe's networks, optimizers and random generators) is one checkpoint, so N steps + resume + N steps
+equals 2N steps bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tailgan.data import LongTailedData
+from tailgan.engine.distributed import any_rank, ranks_in_sync
+from tailgan.engine.streams import Batches
+from tailgan.errors import TailganError
+from tailgan.io import atomic_write, save_checkpoint
+from tailgan.methods.spec import Phase, RunContext
+
+
+class TrainingDiverged(TailganError):
+    """A loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class StepEvent:
+    """What callbacks see after a step: the phase, its step, whether it was the phase's last, the step's
+    losses (tensors) and the log record being built (empty between logging steps)."""
+
+    phase: Phase
+    step: int
+    last: bool
+    losses: dict[str, torch.Tensor]
+    record: dict = field(default_factory=dict)
+
+
+class Callback:
+    """Hooks of the training loop; each does one thing (log, grid, evaluate, checkpoint, guard)."""
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def on_end(self, trainer: Trainer) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Trainer:
+    """Trains ``method`` on ``data`` through its phases; see the module docstring."""
+
+    def __init__(
+        self, method: Any, data: LongTailedData, ctx: RunContext | None = None, callbacks: list[Callback] = ()
+    ) -> None:
+        self.method, self.data = method, data
+        self.ctx = ctx or method.ctx
+        self.cfg = method.cfg
+        self.callbacks = list(callbacks)
+        self.phases = method.phases()
+        if not any(p.main for p in self.phases):
+            self.phases[-1].main = True
+        self.batches = Batches(
+            data,
+            method.streams(),
+            self.cfg.optim.batch_size,
+            self.cfg.seed,
+            self.ctx.device,
+            method.gen,
+            self.ctx.rank,
+            self.ctx.world_size,
+        )
+        self.phase_index, self.phase_step, self.begun = 0, 0, False
+        self.best: dict | None = None
+        self._sums: dict[str, torch.Tensor] = {}
+        self._count, self._t0 = 0, time.perf_counter()
+
+    # -- position ------------------------------------------------------------------------------------------------
+    @property
+    def phase(self) -> Phase | None:
+        return self.phases[self.phase_index] if self.phase_index < len(self.phases) else None
+
+    @property
+    def done(self) -> bool:
+        return self.phase_index >= len(self.phases)
+
+    def _advance_phase(self) -> None:
+        self.phase_index, self.phase_step, self.begun = self.phase_index + 1, 0, False
+        self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
+
+    def _enter_phase(self) -> None:
+        """Move to a phase with steps left to make: begin it (it may be skipped, e.g. a saved pre-training was
+        reused) and end the phases whose steps are all made. A phase ends lazily, when the next step or the
+        end of ``run`` needs it, so a checkpoint at its last step resumes into its end hook exactly as the
+        uninterrupted run went on."""
+        while not self.done:
+            phase = self.phase
+            if self.begun and self.phase_step < phase.steps:
+                return
+            if not self.begun:
+                self.begun = True
+                skip = phase.begin(self.data) if phase.begin is not None else False
+                if not skip and phase.steps > 0:
+                    return
+            if phase.end is not None:
+                phase.end(self.data)
+            self._advance_phase()
+
+    def remaining_steps(self) -> int:
+        """Steps left in this phase and the ones after it (phases that will be skipped counted in full)."""
+        if self.done:
+            return 0
+        return max(self.phase.steps - self.phase_step, 0) + sum(p.steps for p in self.phases[self.phase_index + 1 :])
+
+    # -- stepping ---------------------------------------------------------------------------------------------------
+    def step(self) -> dict[str, torch.Tensor]:
+        """One step of the current phase; returns its (detached) losses."""
+        self._enter_phase()
+        if self.done:
+            raise TailganError("training is finished: every phase has made its steps")
+        phase, method = self.phase, self.method
+        self.phase_step += 1
+        losses = phase.step(self.batches, self.phase_step)
+        method.sync_buffers()
+        if method.ema and phase.main:
+            method.update_ema(self.phase_step)
+        last = self.phase_step >= phase.steps
+        event = StepEvent(phase, self.phase_step, last, losses)
+        for k, v in losses.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._count += 1
+        log_every = phase.log_every or self.cfg.log_every
+        if self.phase_step % log_every == 0 or last:
+            elapsed = time.perf_counter() - self._t0
+            event.record = {
+                "phase": phase.name,
+                "step": self.phase_step,
+                **{k: float(v) / self._count for k, v in self._sums.items()},
+                "steps_per_s": self._count / max(elapsed, 1e-9),
+            }
+            if phase.record is not None:
+                event.record.update(phase.record(self.data, event.record))
+            self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
+        for cb in self.callbacks:
+            cb.on_step(self, event)
+        return losses
+
+    def run(self, steps: int | None = None, phase: str | None = None) -> None:
+        """Step until every phase is done (or ``steps`` steps were made, or the phase ``phase`` ended)."""
+        n = 0
+        names = [p.name for p in self.phases]
+        if phase is not None and phase not in names:
+            raise TailganError(f"no phase {phase!r}; this recipe's phases are {', '.join(names)}")
+        stop_at = names.index(phase) + 1 if phase is not None else len(self.phases)
+        while (steps is None or n < steps) and self.phase_index < stop_at:
+            self._enter_phase()
+            if self.phase_index >= stop_at:
+                break
+            self.step()
+            n += 1
+        if steps is None or n < steps:
+            self._enter_phase()  # end the phases whose last step was just made
+        for cb in self.callbacks:
+            cb.on_end(self)
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        m = self.method
+        return {
+            "step": self.phase_step,
+            "phase": self.phase.name if self.phase else "done",
+            "phase_index": self.phase_index,
+            "phase_begun": self.begun,
+            "method": m.state_dict(),
+            "streams": self.batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best": self.best,
+            "meta": {
+                "num_classes": m.num_classes,
+                "img_channels": m.img_channels,
+                "img_size": m.img_size,
+                "class_counts": list(m.shape.class_counts),
+                "method": self.cfg.method,
+                "output": {"kind": m.output.kind, "shape": list(m.output.shape)},
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.method.load_state_dict(state["method"])
+        self.batches.load_state_dict(state["streams"])
+        torch.set_rng_state(state["torch_rng"])
+        self.phase_index, self.phase_step = int(state["phase_index"]), int(state["step"])
+        self.begun = bool(state["phase_begun"])
+        self.best = state.get("best")
+
+    def save(self, path: Path) -> None:
+        if self.ctx.is_main:
+            save_checkpoint(self.state_dict(), path)
+
+
+# -- callbacks ------------------------------------------------------------------------------------------------------
+class DivergenceGuard(Callback):
+    """Stops training when a loss is NaN/Inf (on any rank), naming the loss and the step."""
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if not event.losses:
+            return
+        bad = ~torch.stack([v.detach().float() for v in event.losses.values()]).isfinite()
+        if any_rank(bad.any(), trainer.ctx.world_size):
+            names = list(event.losses)
+            name = names[int(bad.nonzero()[0])] if bad.any() else "(another rank)"
+            value = event.losses[name].item() if bad.any() else "NaN/Inf"
+            where = trainer.ctx.run_dir / "checkpoints" if trainer.ctx.run_dir else "the run folder"
+            raise TrainingDiverged(
+                f"loss {name} became {value} at step {event.step} ({event.phase.name}); training stopped, "
+                f"the last good checkpoint is kept in {where}. "
+                f"Try a lower learning rate (optim.g_lr / optim.d_lr) or a gradient penalty."
+            )
+
+
+class SampleGrid(Callback):
+    """``samples/step_N.png`` every ``every`` steps of the main phase: one row per class, fixed noise."""
+
+    def __init__(self, out: Path, every: int, max_classes: int, seed: int) -> None:
+        self.out, self.every, self.max_classes, self.seed = out, every, max_classes, seed
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if not (self.every and event.phase.main and trainer.ctx.is_main):
+            return
+        if event.step % self.every and not event.last:
+            return
+        m = trainer.method
+        grid = m.sample_grid(min(m.num_classes, self.max_classes), 8, self.seed)
+        if grid is None:
+            return
+        from torchvision.utils import save_image  # torchvision's image writer, imported on the rank that writes
+
+        images, nrow = grid
+        path = self.out / "samples" / f"step_{event.step:07d}.png"
+        atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1)))
+
+
+class Evaluation(Callback):
+    """Every ``every`` main-phase steps: ``evaluate(trainer) -> {metric: value}`` into the log record, and
+    ``checkpoints/best.pt`` when ``metric`` improved (``higher_is_better`` gives its direction)."""
+
+    def __init__(self, evaluate: Any, every: int, metric: str, higher_is_better: bool, out: Path) -> None:
+        self.evaluate, self.every, self.metric, self.higher, self.out = evaluate, every, metric, higher_is_better, out
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if not (self.every and event.phase.main) or (event.step % self.every and not event.last):
+            return
+        scores = self.evaluate(trainer)
+        if not (trainer.ctx.is_main and scores):
+            return
+        event.record = {"step": event.step, "phase": event.phase.name, **event.record, **scores}
+        value, best = scores.get(self.metric), trainer.best
+        if value is not None and (best is None or (value > best["value"] if self.higher else value < best["value"])):
+            trainer.best = {"metric": self.metric, "value": value, "step": event.step}
+            trainer.save(self.out / "checkpoints" / "best.pt")
+
+
+class Checkpoints(Callback):
+    """``checkpoints/last.pt`` (and ``step_N.pt`` with ``keep``) every ``every`` steps and at each phase's end;
+    under DDP the record says whether every rank holds the same weights."""
+
+    def __init__(self, out: Path, every: int, keep: bool = False) -> None:
+        self.out, self.every, self.keep = out, every, keep
+
+    def at_checkpoint(self, event: StepEvent) -> bool:
+        return event.step % self.every == 0 or event.last
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if not self.at_checkpoint(event):
+            return
+        trainer.save(self.out / "checkpoints" / "last.pt")
+        if self.keep and event.phase.main:
+            trainer.save(self.out / "checkpoints" / f"step_{event.step:07d}.pt")
+
+
+class SyncCheck(Callback):
+    """Under DDP, at checkpoint steps: whether every rank holds identical weights, into the record."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if trainer.ctx.world_size > 1 and (event.step % self.every == 0 or event.last):
+            event.record = {
+                "step": event.step,
+                "phase": event.phase.name,
+                **event.record,
+                "ddp_in_sync": ranks_in_sync(trainer.method.nets),
+                "world_size": trainer.ctx.world_size,
+            }
+
+
+class LastRecord(Callback):
+    """Keeps the last log record (what ``tailgan.train.train`` returns)."""
+
+    def __init__(self) -> None:
+        self.record: dict = {}
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if event.record:
+            self.record = dict(event.record)
+
+
+class RunLog(Callback):
+    """log.jsonl + TensorBoard + console lines (rank 0 only); also ``ctx.log`` for records of the recipe."""
+
+    def __init__(self, out: Path, active: bool, total: int = 0, start: int = 0) -> None:
+        self.active, self.out = active, out
+        self.file = open(out / "log.jsonl", "a") if active else None  # noqa: SIM115 - lives as long as the run
+        self.tb = self.bar = None
+        if active:
+            from torch.utils.tensorboard import SummaryWriter  # TensorBoard is loaded only by the writing rank
+
+            self.tb = SummaryWriter(str(out / "tb"))
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
+
+    def write(self, record: dict) -> None:
+        if not self.active or not record:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        step, prefix = record.get("step", 0), record.get("phase", "")
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.tb.add_scalar(f"{prefix}/{k}" if prefix and not k.startswith(prefix) else k, v, step)
+        text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        self.write(event.record)
+        if self.bar is not None and event.phase.main:
+            self.bar.update(1)
+
+    def on_end(self, trainer: Trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.active and self.file is not None and not self.file.closed:
+            self.file.close()
+            self.tb.close()
+            if self.bar is not None:
+                self.bar.close()
