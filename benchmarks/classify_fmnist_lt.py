@@ -6,11 +6,15 @@ real long-tailed training part (~90 % of 10,500 images) = the same 2,215 steps f
 one CPU thread. Model selection on a stratified 10 % validation split of the long-tailed training
 data (10 evaluations); the test set is the untouched, balanced official test split (1,000 per class).
 
-``--generator LABEL=RUN`` (repeatable) adds a ``gan`` row per trained tailgan run (ECOGAN, BAGAN-GP,
-...): each class is filled up to 6,000 with generated images. Without it the ``gan`` rows are skipped
-and the report says so.
+Strategies ("all"): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, cbl-sigmoid, cbl-focal, focal,
+ldam-drw, la, la-posthoc (tau chosen on the validation split), balanced-softmax, ce-drw.
 
-    python benchmarks/classify_fmnist_lt.py                    # classical strategies, ~40 min on 1 core
+``--generator LABEL=RUN`` (repeatable) adds a ``gan`` row per trained tailgan run (ECOGAN, BAGAN-GP,
+...): each class is filled up to 6,000 with generated images (``--gan-strategies gan,gan+la,...`` adds
+one row per combination; ``--filter``, ``--synthetic-weight``, ``--finetune`` set the synthetic-data
+protocol). Without it the ``gan`` rows are skipped and the report says so.
+
+    python benchmarks/classify_fmnist_lt.py                    # classical strategies, ~55 min on 1 core
     python benchmarks/classify_fmnist_lt.py --strategies none --generator ecogan=runs/ecogan_fmnist
 
 Writes benchmarks/results/classify_fmnist_lt.{json,md} and classify_fmnist_lt_recall.png.
@@ -31,8 +35,9 @@ sys.path.insert(0, str(REPO))
 
 from tailgan.classify.bench import run_bench  # noqa: E402
 from tailgan.classify.strategies import expand_strategies  # noqa: E402
-from tailgan.classify.train import ClassifyConfig, resolve_steps, split_validation  # noqa: E402
+from tailgan.classify.train import ClassifyConfig, resolve_steps  # noqa: E402
 from tailgan.data import load_data  # noqa: E402
+from tailgan.data.splits import split_validation  # noqa: E402
 
 STEM = "classify_fmnist_lt"
 
@@ -47,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", default="all", help="'all', 'none' (generators only) or a comma list")
     p.add_argument("--generator", action="append", default=[], metavar="LABEL=RUN", help="add a gan row")
     p.add_argument("--checkpoint", default="last")
+    p.add_argument(
+        "--gan-strategies", default="gan", help="rows per generator: a comma list of gan, gan+la, gan+cbl, ..."
+    )
+    p.add_argument("--filter", type=float, help="gan rows: keep images the real-data classifier gives p >= T")
+    p.add_argument("--synthetic-weight", type=float, default=1.0, help="gan rows: weight of synthetic images")
+    p.add_argument("--finetune", default="none", choices=("none", "all", "head"), help="gan rows: two-stage")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
@@ -62,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     data = load_data("fashion_mnist_lt", root=args.root)
-    cfg = ClassifyConfig(arch="lenet5", epochs=args.epochs)
+    cfg = ClassifyConfig(
+        arch="lenet5",
+        epochs=args.epochs,
+        filter=args.filter,
+        synthetic_weight=args.synthetic_weight,
+        finetune=args.finetune,
+    )
     strategies = [] if args.strategies == "none" else expand_strategies(args.strategies)
+    gan_strategies = expand_strategies(args.gan_strategies)
 
     previous = None
     report = Path(args.out) / f"{args.stem}.json"
@@ -75,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         "The test set is balanced (1,000 images per class), so accuracy equals ACSA here.",
         "us+cs / os+cs resample half-way (geometric mean of each count and the balanced count) and weight the "
         "loss by inverse frequency of the resampled counts.",
+        "la: logit-adjusted loss (Menon et al. 2021, tau 1); la-posthoc: a plain model predicting with "
+        "argmax(logits - tau log prior), tau from {0, 0.25, ..., 2} chosen on the validation split; "
+        "balanced-softmax: Ren et al. 2020; ce-drw: cross-entropy, class-balanced weights (beta 0.9999) "
+        "from 80 % of training, like ldam-drw.",
         "folder: not run here (it scores a folder of synthetic images made elsewhere; `tailgan augment RUN` "
         "writes one from the same generators the gan rows use).",
     ]
@@ -93,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     notes += [n for n in (previous or {}).get("notes", []) if any(n.startswith(f"{g}: ") for g in kept_gan)]
     notes += [
         f"{label}: generator of run {item.partition('=')[2] or item} (checkpoint {args.checkpoint}), "
-        "every class filled up to the largest (--synthetic fill)"
+        f"every class filled up to the largest (--synthetic fill), rows {', '.join(gan_strategies)}, "
+        f"filter {args.filter}, synthetic weight {args.synthetic_weight}, fine-tuning {args.finetune}; the guard "
+        "(recognition by a classifier trained on the real training part) is on"
         for label, item in zip(generators, args.generator)
     ]
     if not generators and not kept_gan:
@@ -118,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg,
         args.out,
         generators=generators,
+        gan_strategies=gan_strategies,
         header=header,
         notes=notes,
         stem=args.stem,

@@ -9,12 +9,13 @@ Two configurations (issue 3, "Performance"), both 32 px, batch 64, 5 D updates p
 
 What is timed, per generator step (= 5 D updates + 1 G update):
 
-* **tailgan**: ``method.train_step`` of the method ``tailgan.train.build_method`` builds from the preset,
-  driven exactly as the loop of ``tailgan.train.train`` drives it: ``next_batch`` over a ``BatchStream`` of
-  the in-memory dataset, ``sync_buffers``, the EMA update, the per-step NaN/Inf check and the running loss
-  sums (see ``TailganLoop.step``). The periodic log lines, sample grids and checkpoints are left out (every
-  50/500 steps by default). A real ``train()`` run in a fresh process is used for the peak memory and as a
-  cross-check: its first-step losses must equal the replica's (same seeds), and its steps/s are reported.
+* **tailgan**: ``Trainer.step`` of the engine's ``Trainer`` for the recipe ``tailgan.engine.build_method``
+  builds from the preset, with the divergence guard that ``tailgan train`` adds (see ``TailganLoop``): the
+  recipe's step over its named streams of the in-memory dataset, ``sync_buffers``, the EMA update, the
+  per-step NaN/Inf check and the running loss sums. The periodic log lines, sample grids and checkpoints
+  are left out (every 50/500 steps by default). A real ``train()`` run in a fresh process is used for the
+  peak memory and as a cross-check: its first-step losses must equal the replica's (same seeds), and its
+  steps/s are reported.
 * **hand**: ``HandLoop`` below, the same networks built from ``tailgan.nets`` with the same seed, and the
   losses (BCE / hinge, gradient penalty, ECO written from spec section 2, EMA) written inline.
 
@@ -261,44 +262,24 @@ class HandLoop:
 
 
 class TailganLoop:
-    """The method ``tailgan.train.train`` builds, and one iteration of its loop (single process)."""
+    """tailgan's ``Trainer`` for the preset, stepped one generator step at a time (single process).
 
-    def __init__(self, cfg, real: torch.Tensor, labels: torch.Tensor, num_classes: int, device: torch.device) -> None:
-        from tailgan.data import BatchStream
-        from tailgan.train import build_method
+    The trainer does everything ``tailgan train``'s loop does per step (the recipe's step over its named
+    streams, ``sync_buffers``, the EMA update, the loss sums of the log records) with the divergence guard
+    as its callback; the periodic log lines, sample grids and checkpoints are left out (every 50/500 steps
+    by default).
+    """
 
-        self.cfg, self.real, self.labels, self.device = cfg, real, labels, device
-        self.method = build_method(cfg, num_classes, real.shape[1], real.shape[-1], device)
-        self.stream = BatchStream(
-            labels.cpu(), cfg.optim.batch_size, balanced=cfg.sampling == "balanced", seed=cfg.seed
-        )
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+    def __init__(self, cfg, data, device: torch.device) -> None:
+        from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # train()'s next_batch, verbatim
-        idx = self.stream.next().to(self.device)
-        x = self.real[idx]
-        if self.cfg.flip:
-            flip = torch.rand(len(idx), generator=self.method.gen, device=self.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x, self.labels[idx]
+        images = data.train.images
+        shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
+        self.method = build_method(cfg, shape, RunContext(device=device))
+        self.trainer = Trainer(self.method, data, callbacks=[DivergenceGuard()])
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
-        # the body of train()'s loop up to the periodic logging / sampling / checkpoint branches
-        method = self.method
-        losses = method.train_step(self.next_batch, step)
-        method.sync_buffers()
-        if method.ema:
-            method.update_ema(step)
-        bad = ~torch.stack([v.float() for v in losses.values()]).isfinite()
-        flag = bad.any().float()
-        if flag.item():
-            raise FloatingPointError(f"loss became NaN/Inf at step {step}")
-        for k, v in losses.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-        return losses
+        return self.trainer.step()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -360,7 +341,7 @@ def worker_time(name: str, data: str, root: str, device: str, timed: int, warmup
     ds = load_data(cfg.data)
     real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
     loops = {
-        "tailgan": TailganLoop(cfg, real, labels, ds.num_classes, dev),
+        "tailgan": TailganLoop(cfg, ds, dev),
         "hand": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
     }
     method = loops["tailgan"].method
@@ -426,7 +407,9 @@ def worker_memory(name: str, impl: str, data: str, root: str, device: str, steps
             result["train_wall_s"] = time.perf_counter() - t0
             records = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
         result["train_steps_per_s"] = [r["steps_per_s"] for r in records if "steps_per_s" in r]
-        result["train_step1_losses"] = {k: v for k, v in records[0].items() if k not in ("step", "steps_per_s")}
+        result["train_step1_losses"] = {
+            k: v for k, v in records[0].items() if k not in ("step", "steps_per_s", "phase")
+        }
     else:
         cfg = tailgan_config(name, data, root, device)  # only for the data spec
         ds = load_data(cfg.data)
@@ -480,7 +463,7 @@ def exactness_check(names: list[str], data: str, root: str, device: str, steps: 
         cfg = tailgan_config(name, data, root, device)
         ds = load_data(cfg.data)
         real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
-        tg = TailganLoop(cfg, real, labels, ds.num_classes, dev)
+        tg = TailganLoop(cfg, ds, dev)
         hand = HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, tailgan_losses=True)
         for step in range(1, steps + 1):
             tg.step(step)

@@ -1,6 +1,6 @@
 """tailgan: learning from class-imbalanced (long-tailed) image data with generative models."""
 
-__version__ = "0.1.0"
+from tailgan.version import __version__ as __version__
 
 
 def load_generator(run_dir, checkpoint="last", device="cpu"):

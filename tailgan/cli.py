@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 
-from tailgan import __version__
 from tailgan.errors import TailganError
+from tailgan.version import __version__
 
 # modules that define register(subparsers); a feature missing from an install is simply not offered
 COMMAND_MODULES = [
@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "tailgan.metrics.cli",
     "tailgan.classify.cli",
     "tailgan.demo",
+    "tailgan.report.cli",
+    "tailgan.explain.cli",
 ]
 
 
@@ -35,9 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, taking ``key=value`` overrides in any position (``data info SPEC --root R recipe=exp``).
+
+    argparse binds a trailing ``nargs="*"`` positional once, where it first meets it; overrides after an
+    option are then "unrecognized". They are collected here and added to the command's ``overrides``.
+    """
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    rest = [a for a in extra if a not in overrides]
+    if rest or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(rest or overrides)}")
+    if overrides:
+        args.overrides = list(args.overrides or []) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
     except TailganError as e:

@@ -94,6 +94,23 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with its valid range beside it (``ge``/``gt``/``le``), checked by ``from_dict``."""
+    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def _check_range(value: Any, f: dataclasses.Field, key: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
+    bad = (ge is not None and not value >= ge) or (gt is not None and not value > gt)
+    if bad or (le is not None and not value <= le):
+        rule = " and ".join(
+            f"{op} {bound:g}" for op, bound in ((">=", ge), (">", gt), ("<=", le)) if bound is not None
+        )
+        raise TailganError(f"config key '{key}': {value!r} is out of range (it must be {rule})")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise TailganError."""
     if not isinstance(data, dict):
@@ -104,6 +121,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         raise TailganError(f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(names))})")
     kwargs = {k: _check_type(v, hints[k], prefix + k) for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs:
+            _check_range(kwargs[f.name], f, prefix + f.name)
     return cls(**kwargs)
 
 

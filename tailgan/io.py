@@ -54,9 +54,17 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1)
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """torch.save through a temp file + rename: a crash never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save through a temp file + rename: a crash never leaves a truncated checkpoint, and a failed
+    write (a full disk) leaves the previous file as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as "RuntimeError: [enforce fail ..."
+        reason = getattr(e, "strerror", None) or str(e).split("\n")[0][:160]
+        raise TailganError(
+            f"could not write checkpoint {path} ({reason}); is the disk full? The previous {Path(path).name}, "
+            "if any, is intact"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

@@ -9,6 +9,8 @@ only rank 0 writes.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -35,12 +37,15 @@ from tailgan.engine import (
     load_run_config,
     make_config,
 )
+from tailgan.engine.config import resolve_options
 from tailgan.engine.distributed import abort_distributed, finish_distributed
 from tailgan.errors import TailganError
-from tailgan.io import load_checkpoint
+from tailgan.io import atomic_write_text, load_checkpoint
 from tailgan.metrics import evaluate
 from tailgan.metrics.evaluate import higher_is_better
 from tailgan.metrics.evaluator import cache_root, get_evaluator
+from tailgan.nets.precision import resolve_precision
+from tailgan.outputs import FolderLock, check_output_dir, check_writable
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_method", "make_config", "load_run_config", "train"]
 
@@ -75,49 +80,138 @@ def lazy_evaluator(data_config, device: torch.device):
     return get
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
-    """Train ``cfg`` into run folder ``out`` (or continue it); returns the last logged record."""
+def is_run(folder: Path) -> bool:
+    """A run folder of an older tailgan (no lock file): its config and checkpoints folder."""
+    return (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir()
+
+
+CHECKPOINTS = ("last.pt", "best.pt")
+WRITTEN = ("config.yaml", "data_manifest.json", "log.jsonl", "tb", "samples", "eval")  # removed on a restart
+# what a resumed run may change: cadence, evaluation, length, learning rates, device
+RESUMABLE = {
+    "steps", "log_every", "sample_every", "sample_classes", "ckpt_every", "keep_checkpoints", "eval_every",
+    "eval_metrics", "eval_ref", "eval_n", "eval_feature", "best_metric", "optim.g_lr", "optim.d_lr", "device",
+}  # fmt: skip
+
+
+def has_checkpoint(out: Path) -> bool:
+    ckpts = out / "checkpoints"
+    return ckpts.is_dir() and any(
+        p.name in CHECKPOINTS or (p.name.startswith("step_") and p.suffix == ".pt") for p in ckpts.iterdir()
+    )
+
+
+def open_run_folder(out: Path, resume: bool) -> FolderLock:
+    """Check ``out`` before any data is loaded, take its lock, and tidy what killed runs left behind.
+
+    A fresh run goes into an absent or empty folder, or over a run that was killed before its first
+    checkpoint (whose files are removed); never into a folder of somebody else's files or over a run with
+    checkpoints. ``--resume`` needs a run. The lock is held until the process ends.
+    """
+    state = check_output_dir(out, is_run, "run folder")
+    if resume and not (out / "config.yaml").is_file():
+        raise TailganError(f"{out} is not a tailgan run (no config.yaml); give the folder `tailgan train --out` wrote")
+    check_writable(out, "run folder")
+    lock = FolderLock(out)
+    try:
+        for folder in (out, out / "checkpoints", out / "samples", out / "eval"):  # temp files of killed writers
+            for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
+                tmp.unlink(missing_ok=True)
+        if not resume and state == "ours":
+            if has_checkpoint(out):
+                raise TailganError(
+                    f"{out} already holds a run; continue it with --resume {out} or choose another --out"
+                )
+            for name in WRITTEN:  # a run killed before its first checkpoint: start it again
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if resume and not (out / "checkpoints" / "last.pt").is_file():
+            raise TailganError(
+                f"{out} has no checkpoint yet (the run stopped before its first one); start it again with "
+                f"tailgan train --out {out} and the same settings"
+            )
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def trim_log(out: Path, phases: list[str], phase_index: int, step: int) -> None:
+    """Drop log records after the checkpoint a run resumes from (a kill between checkpoints left them)."""
+    path = out / "log.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut by the kill: nothing after it was written by the run
+        where = (phases.index(r["phase"]) if r.get("phase") in phases else len(phases), int(r.get("step", 0)))
+        if where > (phase_index, step):
+            break
+        keep.append(line)
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: dict | None = None) -> dict:
+    """Train ``cfg`` into run folder ``out`` (or continue it); returns the last logged record.
+
+    ``overrides``: the settings a resumed run changed (recorded in its log and config.yaml).
+    """
     out = Path(out)
     rank, world, device = init_distributed(cfg.device)
     is_main = rank == 0
-    ckpts = out / "checkpoints"
-    held = [p for p in ckpts.iterdir() if p.name != "pretrain.pt"] if ckpts.exists() else []
-    if not resume and is_main and held:  # a pre-training checkpoint alone is reused, not a run
-        raise TailganError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+    lock = open_run_folder(out, resume) if is_main else None
+    try:
+        return _train(cfg, out, resume, overrides or {}, rank, world, device)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int, world: int, device) -> dict:
+    is_main = rank == 0
     data = load_data(cfg.data)
     images = data.train.images
     shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
+    precision, note = resolve_precision(cfg.precision, device)
     ctx = RunContext(
         device=device, rank=rank, world_size=world, run_dir=out, cache_dir=cache_root(),
-        evaluator=lazy_evaluator(data.config, device),
+        evaluator=lazy_evaluator(data.config, device), precision=precision,
     )  # fmt: skip
     method = build_method(cfg, shape, ctx)
-    if not resume and is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
-        save_manifest(data.manifest, out / "data_manifest.json")
-
-    log = RunLog(out, is_main, cfg.steps)
-    ctx.log = log.write
-    last = LastRecord()
-    callbacks = [
+    trainer = Trainer(method, data, ctx, [
         DivergenceGuard(),
         SampleGrid(out, cfg.sample_every, cfg.sample_classes, cfg.seed),
         Evaluation(evaluation_during_training(cfg, out), cfg.eval_every, cfg.best_metric,
                    higher_is_better(cfg.best_metric), out),
         SyncCheck(cfg.ckpt_every),
-        log,
-        last,
-        Checkpoints(out, cfg.ckpt_every, cfg.keep_checkpoints),
-    ]  # fmt: skip
-    trainer = Trainer(method, data, ctx, callbacks)
+    ])  # fmt: skip
     if resume:
         trainer.load_state_dict(load_checkpoint(checkpoint_path(out, "last"), device))
         if trainer.remaining_steps() <= 0:
             raise TailganError(
                 f"{out} is already at step {trainer.phase_step} >= steps={cfg.steps}; pass a larger --steps to continue"
             )
+        method.set_learning_rates({k: v for k, v in overrides.items() if k.startswith("optim.")})
+        if is_main:
+            trim_log(out, [p.name for p in trainer.phases], trainer.phase_index, trainer.phase_step)
+    if is_main:
+        save_yaml(cfg, out / "config.yaml")  # a resume records the settings it changed
+        if not resume:
+            save_manifest(data.manifest, out / "data_manifest.json")
+    log = RunLog(out, is_main, cfg.steps)
+    ctx.log = log.write
+    last = LastRecord()
+    trainer.callbacks += [log, last, Checkpoints(out, cfg.ckpt_every, cfg.keep_checkpoints)]
+    log.write({
+        "event": "resume" if resume else "start", "phase": trainer.phase.name if trainer.phase else "done",
+        "step": trainer.phase_step, "precision": precision.name, "channels_last": precision.channels_last,
+        **({"overrides": overrides} if overrides else {}), **({"note": note} if note else {}),
+    })  # fmt: skip
     try:
         trainer.run()
     finally:
@@ -125,21 +219,47 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False) -> dict:
     return last.record
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_config(run: str | Path, steps: int | None, overrides: list[str]) -> tuple[TrainConfig, dict]:
+    """The run's config with ``--steps`` and the overrides a resumed run may change; the others are refused."""
+    old = load_run_config(run)
+    d = to_dict(old)
+    if steps is not None:
+        d["steps"] = steps
+    new = from_dict(TrainConfig, apply_overrides(d, overrides))
+    before, after = flatten(to_dict(old)), flatten(to_dict(new))
+    changed = {k: after[k] for k in after if after[k] != before.get(k)}
+    frozen = [k for k in changed if k not in RESUMABLE]
+    if frozen:
+        k = frozen[0]
+        raise TailganError(
+            f"config key '{k}' cannot change when resuming ({before.get(k)!r} in the run, {after[k]!r} asked); "
+            f"a resumed run may change {', '.join(sorted(RESUMABLE))}; start a new run for the rest"
+        )
+    return resolve_options(new), changed
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        cfg = load_run_config(args.resume)
-        if args.steps:
-            cfg.steps = args.steps
-        if args.overrides:
-            cfg = from_dict(TrainConfig, apply_overrides(to_dict(cfg), args.overrides))
         out = args.resume
+        cfg, changed = resume_config(out, args.steps, args.overrides or [])
     else:
         if not args.out:
             raise TailganError("give --out RUN (the run folder to write) or --resume RUN")
+        out, changed = args.out, {}
+        check_output_dir(Path(out), is_run, "run folder")  # before the config and data are loaded
         cfg = make_config(args.method, args.config, args.data, args.root, args.overrides, steps=args.steps)
-        out = args.out
     try:
-        train(cfg, out, resume=bool(args.resume))
+        train(cfg, out, resume=bool(args.resume), overrides=changed)
     except BaseException:
         abort_distributed()
         raise

@@ -1,5 +1,7 @@
 """Small helpers shared by test files."""
 
+import json
+
 import torch
 
 
@@ -14,3 +16,11 @@ def flatten_state(d, prefix=""):
         elif isinstance(v, torch.Tensor):
             out[prefix + str(k)] = v
     return out
+
+
+def read_log(run):
+    """The step records of a run's log.jsonl (the start/resume event records left out)."""
+    from pathlib import Path
+
+    records = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if "event" not in r]

@@ -240,12 +240,14 @@ def test_training_is_seeded(digits):
 
 def test_gan_strategy_fills_classes_with_generated_images(digits):
     gen = FakeGenerator()
-    r = train_and_score(digits, "gan", seed=2, steps=2, batch_size=32, evals=1, generator=gen)
+    r = train_and_score(digits, "gan", seed=2, steps=2, batch_size=32, evals=1, generator=gen, guard=False)
     top = max(r["real_counts"])
     assert r["synthetic_counts"] == [top - n for n in r["real_counts"]]
     assert r["train_counts"] == [top] * 10
     assert gen.calls == [(sum(r["synthetic_counts"]), 2)]
-    r = train_and_score(digits, "gan", seed=0, steps=2, batch_size=32, evals=1, generator=gen, synthetic="ratio:0.5")
+    r = train_and_score(
+        digits, "gan", seed=0, steps=2, batch_size=32, evals=1, generator=gen, synthetic="ratio:0.5", guard=False
+    )
     assert r["train_counts"] == [max(n, math.ceil(0.5 * top)) for n in r["real_counts"]]
     with pytest.raises(TailganError, match="generator has 3 classes"):
         train_and_score(digits, "gan", steps=1, generator=FakeGenerator(num_classes=3))
@@ -275,7 +277,7 @@ def test_augment_writes_a_balanced_folder_and_folder_strategy_reads_only_synthet
     with pytest.raises(TailganError, match="overlaps"):
         augment_folder(gen, digits, tmp_path / "run" / "aug", protected=[tmp_path / "run"])
     # folder strategy: only the synthetic files are added (the real ones would leak validation images)
-    r = train_and_score(digits, "folder", seed=0, steps=2, batch_size=32, evals=1, synthetic_dir=out)
+    r = train_and_score(digits, "folder", seed=0, steps=2, batch_size=32, evals=1, synthetic_dir=out, guard=False)
     ratio = read_augment_manifest(out)["synthetic_counts"]
     assert r["synthetic_counts"] == ratio
     assert [a - b for a, b in zip(r["train_counts"], r["real_counts"])] == ratio
@@ -288,12 +290,12 @@ def test_folder_strategy_reads_a_plain_class_folder(digits, tmp_path):
         (tmp_path / name).mkdir()
         for i in range(4):
             Image.fromarray(np.full((8, 8), value, dtype=np.uint8)).save(tmp_path / name / f"{i}.png")
-    r = train_and_score(digits, "folder", steps=1, batch_size=32, evals=1, synthetic_dir=tmp_path)
+    r = train_and_score(digits, "folder", steps=1, batch_size=32, evals=1, synthetic_dir=tmp_path, guard=False)
     assert r["synthetic_counts"] == [0, 0, 0, 4, 0, 0, 0, 0, 0, 4]
     (tmp_path / "cat").mkdir()
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "cat" / "0.png")
     with pytest.raises(TailganError, match="'cat'"):
-        train_and_score(digits, "folder", steps=1, synthetic_dir=tmp_path)
+        train_and_score(digits, "folder", steps=1, synthetic_dir=tmp_path, guard=False)
 
 
 # --- command line -----------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def test_train_and_score_rejects_unknown_settings(digits):
 
 def test_cli_gan_rows_and_augment_with_a_stand_in_generator(tmp_path, monkeypatch):
     monkeypatch.setattr(classify_cli, "_load_generator", lambda run, checkpoint, device: FakeGenerator())
-    common = ["--data", "digits_lt", "--seeds", "1", "--steps", "1", "--batch-size", "32"]
+    common = ["--data", "digits_lt", "--seeds", "1", "--steps", "1", "--batch-size", "32", "--no-guard"]
     bench = tmp_path / "bench"
     argv = ["bench", "classify", "--strategies", "vanilla", "--generator", f"fake={tmp_path / 'run'}"]
     assert _run([*argv, *common, "--out", str(bench)]) == 0
@@ -378,11 +380,18 @@ def test_winners_sentence():
 def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
     from tailgan.classify.bench import run_bench
 
-    cfg = ClassifyConfig(steps=1, batch_size=32, evals=1)
+    cfg = ClassifyConfig(steps=1, batch_size=32, evals=1, guard=False)
     first = run_bench(digits, ["vanilla", "cs"], [0], cfg, tmp_path, log=lambda s: None)
     previous = json.loads((tmp_path / "bench.json").read_text())
     run_bench(
-        digits, [], [0], cfg, tmp_path, generators={"gan:fake": FakeGenerator()}, previous=previous, log=lambda s: None
+        digits,
+        [],
+        [0],
+        cfg,
+        tmp_path,
+        generators={"gan:fake": FakeGenerator()},
+        previous=previous,
+        log=lambda s: None,
     )
     doc = json.loads((tmp_path / "bench.json").read_text())
     assert [r["strategy"] for r in doc["results"]] == ["vanilla", "cs", "gan:fake"]

@@ -7,13 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from tailgan.losses.classification import (
+    balanced_softmax_loss,
     class_balanced_loss,
     class_balanced_weights,
+    cross_entropy,
+    drw_cross_entropy,
     drw_weights,
     focal_loss,
     inverse_frequency_weights,
     ldam_loss,
     ldam_margins,
+    log_priors,
+    logit_adjusted_loss,
     weighted_cross_entropy,
 )
 
@@ -139,3 +144,93 @@ def test_ldam_margins_loss_and_drw():
     # DRW: uniform weights before the switch, CB(0.9999) after
     assert drw_weights(counts, 0.5, start=0.8).tolist() == pytest.approx([1.0, 1.0, 1.0])
     assert drw_weights(counts, 0.8, start=0.8).tolist() == pytest.approx(_hand_cb_weights(counts, 0.9999), rel=1e-5)
+
+
+# --- logit adjustment, Balanced Softmax, CE-DRW (closed forms) ---------------------------------------------
+
+
+def test_logit_adjusted_loss_closed_form():
+    counts = [6, 3, 1]  # priors 0.6, 0.3, 0.1
+    for tau in (0.0, 1.0, 1.5):
+        hand = 0.0
+        for row, y in zip(LOGITS, LABELS):
+            adj = [z + tau * math.log(n / 10) for z, n in zip(row, counts)]
+            hand += _ce(adj, y)
+        got = logit_adjusted_loss(torch.tensor(LOGITS), torch.tensor(LABELS), counts, tau)
+        assert float(got) == pytest.approx(hand / len(LABELS), rel=1e-6)
+    # two classes, zero logits, tau 1: CE = -log(pi_y), here -log(0.25) for the rare class
+    z = torch.zeros(1, 2)
+    assert float(logit_adjusted_loss(z, torch.tensor([1]), [3, 1])) == pytest.approx(math.log(4), rel=1e-6)
+    assert log_priors([3, 1]).tolist() == pytest.approx([math.log(0.75), math.log(0.25)])
+    with pytest.raises(ValueError, match="tau"):
+        logit_adjusted_loss(z, torch.tensor([1]), [3, 1], tau=-1)
+
+
+def test_balanced_softmax_closed_form_and_equivalence_to_tau_1():
+    counts = [60, 10, 2]
+    hand = 0.0
+    for row, y in zip(LOGITS, LABELS):
+        # -log(n_y e^{z_y} / sum_j n_j e^{z_j})
+        num = counts[y] * math.exp(row[y])
+        hand += -math.log(num / sum(n * math.exp(z) for n, z in zip(counts, row)))
+    z, y = torch.tensor(LOGITS, dtype=torch.float64), torch.tensor(LABELS)
+    got = balanced_softmax_loss(z, y, counts)
+    assert float(got) == pytest.approx(hand / len(LABELS), rel=1e-9)
+    assert float(got) == pytest.approx(float(logit_adjusted_loss(z, y, counts, 1.0)), rel=1e-6)
+    assert abs(float(got) - float(F.cross_entropy(z, y))) > 1e-2  # not plain CE
+
+
+def test_ce_drw_switches_to_class_balanced_weights():
+    counts = [625, 16, 1]
+    z, y = torch.tensor(LOGITS), torch.tensor(LABELS)
+    # before the switch: plain cross-entropy
+    assert float(drw_cross_entropy(z, y, counts, 0.5, start=0.8)) == pytest.approx(float(F.cross_entropy(z, y)))
+    # after: sum_i w[y_i] CE_i / sum_i w[y_i] with CB(0.9999) weights
+    w = _hand_cb_weights(counts, 0.9999)
+    num = sum(w[t] * _ce(row, t) for row, t in zip(LOGITS, LABELS))
+    den = sum(w[t] for t in LABELS)
+    assert float(drw_cross_entropy(z, y, counts, 0.8, start=0.8)) == pytest.approx(num / den, rel=1e-5)
+
+
+# --- per-sample weights (synthetic images): a sample of weight s counts as s copies ---------------------------
+
+
+def _all_losses(z, y, s=None):
+    counts = [60, 10, 2]
+    w = class_balanced_weights(counts, 0.99)
+    m = ldam_margins(counts)
+    return {
+        "ce": cross_entropy(z, y, s),
+        "cs": weighted_cross_entropy(z, y, w, s),
+        "cb-sigmoid": class_balanced_loss(z, y, w, "sigmoid", sample_weight=s),
+        "cb-focal": class_balanced_loss(z, y, w, "focal", 2.0, sample_weight=s),
+        "focal": focal_loss(z, y, 2.0, sample_weight=s),
+        "ldam-drw": ldam_loss(z.tanh(), y, m, 30.0, w, s),
+        "ce-drw": drw_cross_entropy(z, y, counts, 0.9, sample_weight=s),
+        "la": logit_adjusted_loss(z, y, counts, 1.0, s),
+        "balanced-softmax": balanced_softmax_loss(z, y, counts, s),
+    }
+
+
+def test_sample_weight_two_equals_a_duplicated_sample():
+    z, y = torch.tensor(LOGITS, dtype=torch.float64), torch.tensor(LABELS)
+    s = torch.tensor([1.0, 2.0, 1.0, 1.0], dtype=torch.float64)
+    dup = [0, 1, 1, 2, 3]  # sample 1 twice
+    weighted, duplicated = _all_losses(z, y, s), _all_losses(z[dup], y[dup])
+    unweighted, ones = _all_losses(z, y), _all_losses(z, y, torch.ones(4, dtype=torch.float64))
+    for name in weighted:
+        assert float(weighted[name]) == pytest.approx(float(duplicated[name]), rel=1e-9), name
+        assert float(ones[name]) == pytest.approx(float(unweighted[name]), rel=1e-9), name
+        assert abs(float(weighted[name]) - float(unweighted[name])) > 1e-6, name
+
+
+def test_sample_weight_enters_the_mean_as_stated():
+    # plain CE with weights s: sum_i s_i CE_i / sum_i s_i (hand numbers)
+    s = [1.0, 0.25, 1.0, 0.25]
+    hand = sum(si * _ce(row, t) for si, row, t in zip(s, LOGITS, LABELS)) / sum(s)
+    got = cross_entropy(torch.tensor(LOGITS), torch.tensor(LABELS), torch.tensor(s))
+    assert float(got) == pytest.approx(hand, rel=1e-6)
+    # weight 0: the sample drops out entirely
+    zero = cross_entropy(torch.tensor(LOGITS), torch.tensor(LABELS), torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    keep = [0, 2, 3]
+    assert float(zero) == pytest.approx(sum(_ce(LOGITS[i], LABELS[i]) for i in keep) / 3, rel=1e-6)

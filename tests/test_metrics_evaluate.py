@@ -267,13 +267,17 @@ def test_cli_trains_the_evaluator_and_evaluates_a_run_and_two_folders(tmp_path, 
         cli(["train", "--method", "ecogan-dcgan", "--data", "digits_lt", "--steps", "1", "--out", str(run), *tiny]) == 0
     )
     capsys.readouterr()
-    assert cli(["eval", str(run), "--metrics", "fid"]) == 2  # the run is at 32 px: no evaluator for that yet
-    assert "tailgan evaluator train digits --resolution 32" in capsys.readouterr().err
-    # a short training (the default is 10 epochs), used through --evaluator
-    assert cli(["evaluator", "train", "digits", "--resolution", "32", "--epochs", "2"]) == 0
+    # a short training (the default is 10 epochs) for the run's pixels, asked for by the run itself
+    assert cli(["evaluator", "train", "--for", str(run), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
     folder = evaluator_folder(DataConfig(source="digits", resolution=32), EvaluatorConfig(epochs=2))
     assert "test accuracy" in out and f"--evaluator {folder}" in out
+    # `tailgan eval RUN` finds it although it is not the default training ...
+    assert cli(["eval", str(run), "--metrics", "fid", "--n", "100"]) == 0
+    assert f"using the evaluator in {folder}" in capsys.readouterr().out
+    # ... and code asking for the default one is told the exact flag
+    with pytest.raises(TailganError, match=f"--evaluator {folder}"):
+        load_evaluator(DataConfig(source="digits", resolution=32))
     for ref in ("test", "train-lt"):
         assert (
             cli(
@@ -327,3 +331,16 @@ def test_cli_trains_the_evaluator_and_evaluates_a_run_and_two_folders(tmp_path, 
     assert result["num_real"] == result["num_fake"] == 200 and result["overall"]["labelacc"] is not None
     assert result["per_class"][0]["num_fake"] == 20
     assert cli(["eval", "--real", str(tmp_path / "real")]) == 2
+
+
+def test_eval_of_a_run_trains_the_evaluator_at_its_pixels_on_first_use(tmp_path, monkeypatch, capsys):
+    # a newcomer's order: train a 32 px run, then `tailgan eval RUN` with nothing cached
+    monkeypatch.setenv("TAILGAN_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    tiny = ["optim.batch_size=8", "optim.d_steps=1", "model.conv_dim=8", "model.embed_dim=16", "sample_every=0"]
+    assert cli(["train", "--method", "ecogan-dcgan", "--steps", "1", "--out", str(run), *tiny]) == 0
+    assert cli(["eval", str(run), "--metrics", "fid,labelacc", "--n", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "training it once" in out and "labelacc" in out
+    folder = evaluator_folder(DataConfig(source="digits", resolution=32))
+    assert (folder / "evaluator.json").is_file()

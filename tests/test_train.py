@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import flatten_state
+from helpers import flatten_state, read_log
 
 from tailgan import load_generator
 from tailgan.cli import main as cli
@@ -48,8 +48,7 @@ def test_every_method_and_preset_trains_from_cli(name, tmp_path):
     out = tmp_path / "run"
     extra = pretrain_briefly(name)
     run_cli(["train", "--method", name, "--data", "digits_lt", "--steps", "2", "--out", str(out), *tiny(), *extra])
-    lines = (out / "log.jsonl").read_text().splitlines()
-    records = [r for r in map(json.loads, lines) if r.get("phase") != "pretrain"]
+    records = [r for r in read_log(out) if r.get("phase") != "pretrain"]
     assert [r["step"] for r in records] == [1, 2]
     assert all("d_loss" in r and "g_loss" in r for r in records)
     assert (out / "checkpoints" / "last.pt").is_file() and (out / "samples" / "step_0000002.png").is_file()
@@ -104,13 +103,13 @@ def _assert_same_state(a, b):
     ],
 )
 def test_resume_is_bit_exact(method, extra, tmp_path):
-    over = tiny() + extra
+    over = tiny() + extra + ["precision=fp32"]
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_cli(["train", "--method", method, "--steps", "6", "--out", str(straight), *over])
     run_cli(["train", "--method", method, "--steps", "3", "--out", str(split), *over])
     run_cli(["train", "--resume", str(split), "--steps", "6"])
     _assert_same_state(_weights(straight), _weights(split))
-    steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_log(split)]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
@@ -204,17 +203,17 @@ def test_ddp_two_processes_stay_in_sync_and_resume(tmp_path):
     common = [*tiny(), "sampling=balanced"]
     _torchrun(["train", "--method", "ecogan-dcgan", "--steps", "2", "--out", str(run), *common], tmp_path)
     _torchrun(["train", "--resume", str(run), "--steps", "4"], tmp_path)
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    records = read_log(run)
     synced = [r for r in records if "ddp_in_sync" in r]
     assert [r["step"] for r in synced] == [2, 4] and all(r["ddp_in_sync"] for r in synced)
     assert all(r["world_size"] == 2 for r in synced)
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
 
 
-def test_bf16_autocast_trains(tmp_path):
-    cfg = make_config("ecogan-dcgan", overrides=[*tiny(), "amp=true"], steps=1)
-    record = train(cfg, tmp_path / "r")
-    assert record["step"] == 1 and all(v == v for v in record.values())  # finite, not NaN
+def test_deprecated_amp_switch_maps_to_precision():
+    assert make_config("ecogan-dcgan", overrides=["amp=true"]).precision == "bf16"
+    assert make_config("ecogan-dcgan", overrides=["amp=false"]).precision == "fp32"
+    assert make_config("ecogan-dcgan").precision == "auto"
 
 
 def test_evaluation_during_training_keeps_best(tmp_path):
@@ -224,7 +223,7 @@ def test_evaluation_during_training_keeps_best(tmp_path):
         steps=4,
     )
     train(cfg, tmp_path / "r")
-    records = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    records = read_log(tmp_path / "r")
     evals = [r for r in records if "fid" in r]
     assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["labelacc"] <= 1 for r in evals)
     best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")

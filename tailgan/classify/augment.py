@@ -15,59 +15,27 @@ unless ``overwrite``; OUT may never be, contain or lie inside the dataset's own 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tailgan.classify.strategies import synthetic_counts
+from tailgan.classify.synthetic import AUGMENT_TOOL, generate_synthetic, read_augment_manifest, read_png
 from tailgan.data import ImageSet, LongTailedData
 from tailgan.data.folder import check_output_dir, replace_dir
-from tailgan.errors import TailganError
+from tailgan.io import atomic_write_json
+from tailgan.outputs import check_not_inside, remove_stale_temp, temp_name
 
-AUGMENT_TOOL = "tailgan augment"
-
-
-def _overlaps(a: Path, b: Path) -> bool:
-    a, b = a.resolve(), b.resolve()
-    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
-
-
-def check_not_protected(out: Path, protected: list[Path | str | None]) -> None:
-    """Refuse an output folder that is, contains or lies inside any ``protected`` folder."""
-    for p in protected:
-        if p is not None and _overlaps(Path(out), Path(p)):
-            raise TailganError(
-                f"output folder {out} overlaps {p}, which tailgan must not write into; choose another --out"
-            )
+# read_png and read_augment_manifest live in tailgan.classify.synthetic (the folder strategy reads them too)
+__all__ = ["AUGMENT_TOOL", "augment_folder", "read_augment_manifest", "read_png"]
 
 
 def _save_png(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(path, compress_level=1)
-
-
-def read_png(path: Path, channels: int) -> torch.Tensor:
-    """A PNG as uint8 (channels, H, W)."""
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr[None].copy() if arr.ndim == 2 else arr.transpose(2, 0, 1).copy())
-
-
-def read_augment_manifest(folder: Path) -> dict | None:
-    """The manifest of a folder written by ``tailgan augment``, or None for any other folder."""
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TailganError(f"{path} is not valid JSON: {e}") from None
-    return manifest if isinstance(manifest, dict) and manifest.get("tool") == AUGMENT_TOOL else None
 
 
 def _write_split(tmp: Path, split: str, images: ImageSet, prefix: str, files: list[dict], synthetic: bool) -> None:
@@ -93,10 +61,8 @@ def augment_folder(
     ``sample(labels, seed=...)`` -> float images in [-1, 1]). ``protected`` folders (the dataset's
     root, the run) are never written into. Returns the manifest written to OUT/manifest.json.
     """
-    from tailgan.classify.train import generate_synthetic
-
     out = Path(out)
-    check_not_protected(
+    check_not_inside(
         out, [data.config.root if data.config.source in ("folder", "places_lt") else None, *(protected or [])]
     )
     check_output_dir(out, overwrite)
@@ -105,7 +71,8 @@ def augment_folder(
     generated = ImageSet(syn_x, syn_y, list(data.classes))
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    remove_stale_temp(out)  # of augment runs that were killed
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_name(out)))
     try:
         splits = ["train"] + (["valid"] if len(data.test) else [])
         for split in splits:
@@ -130,8 +97,8 @@ def augment_folder(
             "data_config": data.manifest.get("config"),
             "files": files,
         }
-        (tmp / "classes.json").write_text(json.dumps(list(data.classes), indent=1))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        atomic_write_json(tmp / "classes.json", list(data.classes))
+        atomic_write_json(tmp / "manifest.json", manifest)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ Summaries give mean and sample standard deviation (ddof = 1) over seeds, the for
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -17,9 +18,11 @@ import numpy as np
 import torch
 
 from tailgan.classify.metrics import plot_confusion_matrix, plot_recall_bars
-from tailgan.classify.train import ClassifyConfig, save_json, train_and_score
+from tailgan.classify.strategies import parse_strategy
+from tailgan.classify.train import ClassifyConfig, train_and_score
 from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
+from tailgan.io import atomic_write_json, atomic_write_text
 
 SUMMARY_METRICS = ("acsa", "macro_f1", "accuracy", "auc_ovr_macro", "tail_recall", "minority_f1")
 TABLE_COLUMNS = (
@@ -34,8 +37,6 @@ TABLE_COLUMNS = (
 
 def machine_info() -> dict:
     """CPU, core count and library versions, for benchmark reports."""
-    import os
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -86,7 +87,7 @@ def classify_seeds(
     runs = []
     for seed in seeds:
         r = train_and_score(
-            data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device
+            data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device, log=log
         )
         log(
             f"{strategy:>14s} seed {seed}: ACSA {r['acsa']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
@@ -113,7 +114,7 @@ def write_classify_report(result: dict, data: LongTailedData, out: str | Path, e
     """OUT/metrics.json (every seed and the summary) and OUT/confusion.png (summed over seeds)."""
     out = Path(out)
     doc = {"data": dataset_info(data), **(extra or {}), **result}
-    save_json(doc, out / "metrics.json")
+    atomic_write_json(out / "metrics.json", doc)
     n = len(result["runs"])
     plot_confusion_matrix(
         result["summary"]["confusion_matrix"],
@@ -195,7 +196,7 @@ def write_bench_report(
         "notes": list(notes),
         "results": results,
     }
-    save_json(doc, out / f"{stem}.json")
+    atomic_write_json(out / f"{stem}.json", doc)
     md = [f"# Classifiers on {data.config.preset or data.config.source}", ""]
     md += [f"- {k}: {v}" for k, v in header.items() if not isinstance(v, dict)]
     for k, v in header.items():
@@ -210,8 +211,6 @@ def write_bench_report(
     for r in results:
         recall = " | ".join(f"{x:.3f}" for x in r["summary"]["recall_per_class"])
         md.append(f"| {r['strategy']} | {recall} |")
-    from tailgan.config import atomic_write_text
-
     atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
     plot_recall_bars(
         {r["strategy"]: r["summary"]["recall_per_class"] for r in results},
@@ -226,7 +225,8 @@ def _check_previous(previous: dict, seeds: list[int], config: ClassifyConfig, da
     """An earlier report can only be extended by runs with the same seeds, settings and data."""
     checks = {
         "seeds": (previous.get("seeds"), seeds),
-        "config": (previous.get("config"), asdict(config)),
+        # through JSON, as the earlier report was: tuples become lists
+        "config": (previous.get("config"), json.loads(json.dumps(asdict(config)))),
         "data fingerprint": ((previous.get("data") or {}).get("fingerprint"), data.manifest.get("fingerprint")),
     }
     for what, (old, new) in checks.items():
@@ -245,6 +245,7 @@ def run_bench(
     out: str | Path,
     *,
     generators: dict[str, Any] | None = None,
+    gan_strategies: Sequence[str] = ("gan",),
     synthetic_dir: str | None = None,
     device: str | torch.device = "cpu",
     header: dict | None = None,
@@ -255,14 +256,19 @@ def run_bench(
 ) -> list[dict]:
     """Every strategy x seed; the report is rewritten after each strategy, so a long run shows progress.
 
-    ``generators`` maps a label (e.g. "gan:ecogan") to a loaded generator: each adds a ``gan`` row
-    under that label, marked ``"generative": True``. ``previous`` is an earlier report (its JSON) made
+    ``generators`` maps a label (e.g. "gan:ecogan") to a loaded generator: each adds one row per
+    ``gan_strategies`` entry (``gan`` under the label itself, ``gan+la`` as "LABEL+la", ...), marked
+    ``"generative": True``. ``previous`` is an earlier report (its JSON) made
     with the same seeds, settings and data: its rows are kept unless re-run here, so generator rows
     can be added to a table of classical strategies without training those again.
     """
     seeds = list(seeds)
     header = {"seeds": seeds, "config": asdict(config), "machine": machine_info(), **(header or {})}
-    jobs = [(s, s, None) for s in strategies] + [(label, "gan", g) for label, g in (generators or {}).items()]
+    jobs = [(s, s, None) for s in strategies] + [
+        (label if gs == "gan" else f"{label}+{gs.removeprefix('gan+')}", gs, g)
+        for label, g in (generators or {}).items()
+        for gs in gan_strategies
+    ]
     results: list[dict] = []
     wall = 0
     if previous is not None:
@@ -278,7 +284,7 @@ def run_bench(
             data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log
         )
         r["strategy"] = label
-        r["generative"] = strategy in ("gan", "folder")
+        r["generative"] = parse_strategy(strategy).synthetic is not None
         results.append(r)
         header["wall_seconds"] = wall + round(time.perf_counter() - t0)
         header["complete"] = len(results) == n_total

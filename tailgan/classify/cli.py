@@ -7,17 +7,38 @@ from pathlib import Path
 
 import torch
 
-from tailgan.classify.strategies import CLASSICAL_STRATEGIES, STRATEGIES, expand_strategies, parse_strategy
+from tailgan.classify.augment import augment_folder
+from tailgan.classify.bench import classify_seeds, run_bench, write_classify_report
+from tailgan.classify.strategies import (
+    CLASSICAL_STRATEGIES,
+    COMBINABLE,
+    STRATEGIES,
+    expand_strategies,
+    parse_strategy,
+)
+from tailgan.classify.train import ClassifyConfig
+from tailgan.data import LongTailedData, load_data
+from tailgan.data.cli import add_data_arguments, data_config_from_args
+from tailgan.data.folder import check_output_dir
+from tailgan.engine import load_generator
 from tailgan.errors import TailganError
+from tailgan.outputs import FolderLock, check_not_inside
+
+
+def _add_data_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="data config overrides, as for tailgan train (e.g. resolution=32 channels=1)",
+    )
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    from tailgan.classify.train import ClassifyConfig
-    from tailgan.data.cli import add_data_arguments
-
     d = ClassifyConfig()
     p.add_argument("--data", required=True, help="preset (fashion_mnist_lt, digits_lt, ...) or source name")
     add_data_arguments(p, positional=False)
+    _add_data_overrides(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1); default 3")
@@ -46,21 +67,81 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         choices=("valid", "last"),
         help="keep the best-on-validation checkpoint (default) or the last one",
     )
-    p.add_argument("--synthetic", default=d.synthetic, help="gan/folder: 'fill' or 'ratio:R' (default fill)")
+    p.add_argument("--split-seed", type=int, help="seed of the validation split (default: each run's seed)")
+    p.add_argument("--la-tau", type=float, default=d.la_tau, help="la: logit adjustment tau (default 1)")
+    p.add_argument(
+        "--synthetic",
+        default=d.synthetic,
+        help="gan/folder: how many synthetic images: 'fill' (to the largest class, default), 'ratio:R' "
+        "(to R x the largest), 'target:N' or 'target:N0,N1,...' (to N per class), 'add:N' (N per class)",
+    )
+    p.add_argument(
+        "--synthetic-classes",
+        default=d.synthetic_classes,
+        help="which classes get synthetic images: 'all' (default), 'below:N' (fewer than N real images) "
+        "or class indices such as 5,7,9",
+    )
+    p.add_argument(
+        "--synthetic-weight",
+        type=float,
+        default=d.synthetic_weight,
+        help="a synthetic image counts as this many images in the loss (default 1)",
+    )
+    p.add_argument(
+        "--filter",
+        type=float,
+        metavar="T",
+        help="keep a synthetic image only if a classifier trained on the real training images gives its "
+        "class probability >= T (e.g. 0.9); the acceptance rate per class is reported",
+    )
+    p.add_argument(
+        "--reference",
+        default=d.reference,
+        help=f"strategy of that classifier (default {d.reference}; trained on the real training part only)",
+    )
+    p.add_argument(
+        "--no-guard",
+        dest="guard",
+        action="store_false",
+        help="use synthetic images even when the real-data classifier rarely recognises them",
+    )
+    p.add_argument(
+        "--guard-warn",
+        type=float,
+        default=d.guard_warn,
+        help=f"warn when generated images are recognised less often than this (default {d.guard_warn})",
+    )
+    p.add_argument(
+        "--guard-refuse",
+        type=float,
+        default=d.guard_refuse,
+        help=f"refuse below this recognition rate (default {d.guard_refuse})",
+    )
+    p.add_argument(
+        "--finetune",
+        default=d.finetune,
+        choices=("none", "all", "head"),
+        help="two-stage training: after real + synthetic, fine-tune on real images only (all layers or the head)",
+    )
+    p.add_argument(
+        "--finetune-fraction",
+        type=float,
+        default=d.finetune_fraction,
+        help=f"share of the step budget for the real-only stage (default {d.finetune_fraction})",
+    )
+    p.add_argument("--finetune-lr", type=float, help="learning rate of the real-only stage (default lr / 10)")
     p.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
     p.add_argument("--synthetic-dir", help="folder of synthetic images (strategy 'folder')")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
 
 
-def _config(args: argparse.Namespace):
-    from tailgan.classify.train import ClassifyConfig
-
+def _config(args: argparse.Namespace) -> ClassifyConfig:
     if args.seeds < 1:
         raise TailganError(f"--seeds {args.seeds}: give at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    return ClassifyConfig(
+    cfg = ClassifyConfig(
         arch=args.arch,
         epochs=args.epochs,
         steps=args.steps,
@@ -71,37 +152,42 @@ def _config(args: argparse.Namespace):
         beta=args.beta,
         valid_fraction=args.valid_fraction,
         select=args.select,
+        split_seed=args.split_seed,
+        la_tau=args.la_tau,
         synthetic=args.synthetic,
+        synthetic_classes=args.synthetic_classes,
+        synthetic_weight=args.synthetic_weight,
+        filter=args.filter,
+        reference=args.reference,
+        guard=args.guard,
+        guard_warn=args.guard_warn,
+        guard_refuse=args.guard_refuse,
+        finetune=args.finetune,
+        finetune_fraction=args.finetune_fraction,
+        finetune_lr=args.finetune_lr,
     )
+    cfg.check()
+    return cfg
 
 
-def _load_data(args: argparse.Namespace):
-    from tailgan.data import load_data
-    from tailgan.data.cli import data_config_from_args
-
-    return load_data(data_config_from_args(args.data, args))
+def _load_data(args: argparse.Namespace) -> LongTailedData:
+    return load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
 
 
-def _prepare_out(args: argparse.Namespace, data, runs: list[str]) -> Path:
-    from tailgan.classify.augment import check_not_protected
-    from tailgan.data.folder import check_output_dir
-
+def _prepare_out(args: argparse.Namespace, data: LongTailedData, runs: list[str]) -> Path:
     out = Path(args.out)
     user_root = data.config.root if data.config.source in ("folder", "places_lt") else None
-    check_not_protected(out, [user_root, *runs, getattr(args, "synthetic_dir", None)])
+    check_not_inside(out, [user_root, *runs, getattr(args, "synthetic_dir", None)])
     check_output_dir(out, args.overwrite)
+    args.out_lock = FolderLock(out, "output folder", beside=True)  # one writer; released when the process ends
     return out
 
 
 def _load_generator(run: str, checkpoint: str, device: str):
-    from tailgan import load_generator
-
     return load_generator(run, checkpoint=checkpoint, device=device)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from tailgan.classify.bench import classify_seeds, write_classify_report
-
     strategy = parse_strategy(args.strategy, beta=args.beta)
     cfg = _config(args)
     data = _load_data(args)
@@ -110,7 +196,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     generator = None
     if strategy.synthetic == "gan":
         if not args.generator:
-            raise TailganError("strategy 'gan' needs --generator RUN (a tailgan training run folder)")
+            raise TailganError(f"strategy {strategy.name!r} needs --generator RUN (a tailgan training run folder)")
         generator = _load_generator(args.generator, args.checkpoint, args.device)
     result = classify_seeds(
         data,
@@ -146,14 +232,17 @@ def _parse_generators(items: list[str] | None) -> dict[str, str]:
 
 
 def cmd_bench_classify(args: argparse.Namespace) -> int:
-    from tailgan.classify.bench import run_bench
-
-    strategies = expand_strategies(args.strategies)
-    if "gan" in strategies:
-        raise TailganError("in bench, give generators with --generator RUN (each adds a 'gan' row), not strategy gan")
+    names = expand_strategies(args.strategies)
+    gan_strategies = [s for s in names if parse_strategy(s).synthetic == "gan"]
+    strategies = [s for s in names if s not in gan_strategies]
+    gen_runs = _parse_generators(args.generator)
+    if gan_strategies and not gen_runs:
+        raise TailganError(
+            f"{', '.join(gan_strategies)} need generators: give --generator [LABEL=]RUN (one row per generator "
+            "and gan strategy)"
+        )
     cfg = _config(args)
     data = _load_data(args)
-    gen_runs = _parse_generators(args.generator)
     out = _prepare_out(args, data, list(gen_runs.values()))
     generators = {label: _load_generator(run, args.checkpoint, args.device) for label, run in gen_runs.items()}
     header = {"command": "tailgan bench classify", "data": args.data, "generators": gen_runs or "none"}
@@ -164,6 +253,7 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
         cfg,
         out,
         generators=generators,
+        gan_strategies=gan_strategies or ["gan"],
         synthetic_dir=args.synthetic_dir,
         device=args.device,
         header=header,
@@ -173,19 +263,19 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    from tailgan.classify.augment import augment_folder
-
-    data = _load_data(args)
-    generator = _load_generator(args.run, args.checkpoint, args.device)
-    manifest = augment_folder(
-        generator,
-        data,
-        args.out,
-        synthetic=args.synthetic,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        protected=[args.run],
-    )
+    check_not_inside(args.out, [args.run])
+    with FolderLock(args.out, "output folder", beside=True):
+        data = _load_data(args)
+        generator = _load_generator(args.run, args.checkpoint, args.device)
+        manifest = augment_folder(
+            generator,
+            data,
+            args.out,
+            synthetic=args.synthetic,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            protected=[args.run],
+        )
     n_syn = sum(manifest["synthetic_counts"])
     print(
         f"wrote {sum(manifest['real_counts'])} real and {n_syn} synthetic training images"
@@ -211,9 +301,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strategy",
         required=True,
-        help=f"one of {', '.join(STRATEGIES)}; cbl variants take ':beta' (e.g. cbl:0.99)",
+        help=f"one of {', '.join(STRATEGIES)}; cbl variants take ':beta' (e.g. cbl:0.99); gan+S and "
+        f"folder+S combine synthetic images with S in {', '.join(COMBINABLE)} (e.g. gan+la)",
     )
-    p.add_argument("--generator", help="strategy gan: a tailgan training run folder")
+    p.add_argument("--generator", help="strategies gan, gan+S: a tailgan training run folder")
     _add_training_arguments(p)
     p.set_defaults(func=cmd_classify)
 
@@ -221,13 +312,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument(
         "--strategies",
         default="all",
-        help=f"'all' ({', '.join(CLASSICAL_STRATEGIES)}) or a comma-separated list",
+        help=f"'all' ({', '.join(CLASSICAL_STRATEGIES)}) or a comma-separated list; gan / gan+S entries "
+        "give one row per --generator",
     )
     b.add_argument(
         "--generator",
         action="append",
         metavar="[LABEL=]RUN",
-        help="add a 'gan' row with this run's generator (repeatable)",
+        help="add a 'gan' row (and one per gan+S strategy) with this run's generator (repeatable)",
     )
     _add_training_arguments(b)
     b.set_defaults(func=cmd_bench_classify)
@@ -235,11 +327,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("augment", help="write the long-tailed images plus the synthetic ones that balance them")
     a.add_argument("run", help="a tailgan training run folder")
     a.add_argument("--data", required=True, help="the preset the run was trained on")
-    from tailgan.data.cli import add_data_arguments
-
     add_data_arguments(a, positional=False)
+    _add_data_overrides(a)
     a.add_argument("--out", required=True, help="output folder (must be empty or absent)")
-    a.add_argument("--synthetic", default="fill", help="'fill' (every class to the largest) or 'ratio:R'")
+    a.add_argument(
+        "--synthetic", default="fill", help="'fill' (every class to the largest), 'ratio:R', 'target:N' or 'add:N'"
+    )
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
     a.add_argument("--device", default="cpu")

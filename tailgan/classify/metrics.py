@@ -6,15 +6,15 @@ scikit-learn's balanced accuracy (the mean per-class recall).
 
 from __future__ import annotations
 
-import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from sklearn.metrics import (
+    ConfusionMatrixDisplay,
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
@@ -22,6 +22,8 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+
+from tailgan.io import atomic_write
 
 
 def _np(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -68,41 +70,22 @@ def classification_metrics(
     return out
 
 
-def _save_figure(fig, path: str | os.PathLike) -> None:
-    """Save a matplotlib figure as PNG through a temp file, so a crash never leaves half an image."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a plot is an ordinary output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_figure(fig: Figure, path: str | os.PathLike) -> None:
+    """Save a figure as PNG through a temp file (tailgan.io), so a crash never leaves half an image."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
 def plot_confusion_matrix(
     cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, title: str = ""
 ) -> None:
-    """Write the confusion matrix, rows normalised to recall, as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
+    """Write the confusion matrix, rows normalised to recall, as a PNG (matplotlib, no display needed)."""
     cm = np.asarray(cm, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     size = max(4.0, 0.55 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    # a bare Figure (not pyplot): no global backend or figure registry, so nothing to close or leak
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     ConfusionMatrixDisplay(norm, display_labels=list(classes)).plot(
         ax=ax, values_format=".2f", cmap="Blues", colorbar=False, xticks_rotation=45
     )
@@ -114,16 +97,12 @@ def plot_recall_bars(
     recalls: dict[str, Sequence[float]], classes: Sequence[str], path: str | os.PathLike, title: str = ""
 ) -> None:
     """Grouped bar chart of per-class recall, one bar colour per strategy, classes on the x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(recalls)
     x = np.arange(len(classes))
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(classes) + 0.05 * len(classes) * len(names)), 4.5))
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(max(6.0, 0.9 * len(classes) + 0.05 * len(classes) * len(names)), 4.5))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["tab20"]
     for i, name in enumerate(names):
         ax.bar(x + (i - (len(names) - 1) / 2) * width, recalls[name], width, label=name, color=cmap(i % 20))
     ax.set_xticks(x, list(classes), rotation=45, ha="right")

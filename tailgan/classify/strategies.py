@@ -3,12 +3,15 @@
 A strategy is a combination of three independent parts:
 - what the classifier trains on: the real data, resampled (imbalanced-learn's random over- and
   under-samplers on indices, or SMOTE on flattened images) and/or extended with synthetic images;
-- which loss it minimises: cross-entropy, inverse-frequency weighted ("CS"), class-balanced, focal
-  or LDAM with deferred re-weighting;
-- whether its posteriors are divided by the training priors at prediction ("TS").
+- which loss it minimises: cross-entropy, inverse-frequency weighted ("CS"), class-balanced, focal,
+  LDAM or cross-entropy with deferred re-weighting, logit-adjusted, Balanced Softmax;
+- how posteriors become predictions: as they are, divided by the training priors ("TS"), or divided
+  by the priors to a power tau chosen on the validation split (post-hoc logit adjustment).
 
 Names (``parse_strategy``): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, cbl-sigmoid,
-cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, gan, folder.
+cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, la, la-posthoc, balanced-softmax, ce-drw, gan,
+folder. ``gan+S`` / ``folder+S`` combine synthetic images with any loss or prediction strategy S
+(``gan+la``, ``gan+cbl:0.99``, ``gan+ts``; ``gan`` alone is ``gan+vanilla``).
 """
 
 from __future__ import annotations
@@ -40,9 +43,16 @@ CLASSICAL_STRATEGIES = (
     "cbl-focal",
     "focal",
     "ldam-drw",
+    "la",
+    "la-posthoc",
+    "balanced-softmax",
+    "ce-drw",
 )
 SYNTHETIC_STRATEGIES = ("gan", "folder")
 STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES
+# what synthetic images can be combined with: losses and prediction rules, not resamplers (the synthetic
+# images already rebalance the classes, and a resampler would duplicate or drop them blindly)
+COMBINABLE = tuple(s for s in CLASSICAL_STRATEGIES if s not in ("us", "os", "us+cs", "os+cs", "smote"))
 
 _SAMPLER = {"us": "us", "os": "os", "us+cs": "us-half", "os+cs": "os-half", "smote": "smote"}
 _LOSS = {
@@ -54,7 +64,11 @@ _LOSS = {
     "cbl-focal": "cbl",
     "focal": "focal",
     "ldam-drw": "ldam-drw",
+    "la": "la",
+    "balanced-softmax": "balanced-softmax",
+    "ce-drw": "ce-drw",
 }
+_ADJUST = {"ts": "ts", "la-posthoc": "la-posthoc"}
 _CB_TYPE = {"cbl": "softmax", "cbl-sigmoid": "sigmoid", "cbl-focal": "focal"}
 
 
@@ -63,8 +77,10 @@ class Strategy:
     """A parsed strategy name.
 
     sampler: "none", "us", "os" (full balance), "us-half", "os-half" (half-way, for the +cs
-    combinations) or "smote"; loss: "ce", "cs", "cbl", "focal" or "ldam-drw"; cb_loss_type: the
-    class-balanced form (softmax, sigmoid, focal); synthetic: None, "gan" or "folder".
+    combinations) or "smote"; loss: "ce", "cs", "cbl", "focal", "ldam-drw", "la", "balanced-softmax"
+    or "ce-drw"; cb_loss_type: the class-balanced form (softmax, sigmoid, focal); adjust: how
+    posteriors become predictions ("none", "ts": divided by the priors, "la-posthoc": divided by the
+    priors to the power tau chosen on validation); synthetic: None, "gan" or "folder".
     """
 
     name: str
@@ -72,8 +88,13 @@ class Strategy:
     loss: str = "ce"
     cb_loss_type: str = "softmax"
     beta: float = 0.9999
-    threshold_shift: bool = False
+    adjust: str = "none"
     synthetic: str | None = None
+
+    @property
+    def threshold_shift(self) -> bool:
+        """Whether posteriors are divided by the training priors at prediction (TS)."""
+        return self.adjust == "ts"
 
     @property
     def output(self) -> str:
@@ -83,9 +104,27 @@ class Strategy:
 
 def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     """Parse a strategy name (see the module docstring); ``beta`` is the CB beta unless the name gives one."""
-    base, _, suffix = name.strip().lower().partition(":")
-    if base not in STRATEGIES:
-        raise TailganError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    full = name.strip().lower()
+    synthetic = None
+    head, plus, rest = full.partition("+")
+    if head in SYNTHETIC_STRATEGIES:
+        synthetic = head
+        if plus:
+            if rest.partition(":")[0] not in COMBINABLE:
+                raise TailganError(
+                    f"strategy {name!r}: {head} combines with a loss or prediction strategy "
+                    f"({', '.join(COMBINABLE)}), e.g. {head}+la"
+                )
+            full_rest = rest
+        else:
+            full_rest = "vanilla"
+    else:
+        full_rest = full
+    base, _, suffix = full_rest.partition(":")
+    if base not in STRATEGIES or base in SYNTHETIC_STRATEGIES and synthetic is not None:
+        raise TailganError(
+            f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)} or gan+S / folder+S (e.g. gan+la)"
+        )
     if suffix:
         if base not in _CB_TYPE:
             raise TailganError(f"strategy {name!r}: only cbl, cbl-sigmoid and cbl-focal take ':beta'")
@@ -97,13 +136,13 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     if not 0.0 <= beta < 1.0:
         raise TailganError(f"strategy {name!r}: beta={beta} must be in [0, 1) (the paper uses 0.9 ... 0.9999)")
     return Strategy(
-        name=name.strip().lower(),
+        name=full,
         sampler=_SAMPLER.get(base, "none"),
         loss=_LOSS.get(base, "ce"),
         cb_loss_type=_CB_TYPE.get(base, "softmax"),
         beta=beta,
-        threshold_shift=base == "ts",
-        synthetic=base if base in SYNTHETIC_STRATEGIES else None,
+        adjust=_ADJUST.get(base, "none"),
+        synthetic=synthetic or (base if base in SYNTHETIC_STRATEGIES else None),
     )
 
 
@@ -207,22 +246,86 @@ def threshold_shift(probs: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
     return adjusted / adjusted.sum(dim=1, keepdim=True)
 
 
-def parse_synthetic(spec: str) -> float:
-    """``fill`` -> 1.0; ``ratio:R`` -> R: every class is raised to R x (largest class count) images."""
-    if spec == "fill":
-        return 1.0
-    kind, _, value = spec.partition(":")
-    if kind == "ratio":
+def prior_adjust(probs: torch.Tensor, priors: torch.Tensor, tau: float) -> torch.Tensor:
+    """Post-hoc logit adjustment (Menon et al. 2021, eq. 6) on posteriors: softmax(z - tau log pi).
+
+    With p = softmax(z) that is p / pi^tau, renormalised: tau = 1 is threshold shifting (TS), tau = 0
+    leaves the posteriors as they are.
+    """
+    if tau == 0:
+        return probs
+    return threshold_shift(probs, torch.as_tensor(priors, dtype=probs.dtype).pow(tau))
+
+
+def parse_synthetic(spec: str, num_classes: int | None = None) -> tuple[str, list[float]]:
+    """The amount of synthetic images, as (kind, values).
+
+    - ``fill``: every class up to the largest real class (= ``ratio:1``);
+    - ``ratio:R``: every class up to R x the largest real class;
+    - ``target:N``: every class up to N images; ``target:N0,N1,...``: class c up to N_c;
+    - ``add:N``: N synthetic images for every class (``add:N0,N1,...`` per class), whatever its count
+      (the amount sweep).
+    """
+    kind, _, value = spec.strip().lower().partition(":")
+    if kind == "fill" and not value:
+        return "ratio", [1.0]
+    try:
+        values = [float(v) for v in value.split(",")] if value else []
+    except ValueError:
+        values = []
+    ok = {
+        "ratio": len(values) == 1 and values[0] > 0,
+        "target": bool(values) and all(v >= 0 and v == int(v) for v in values),
+        "add": bool(values) and all(v >= 0 and v == int(v) for v in values),
+    }.get(kind, False)
+    if ok and kind != "ratio" and len(values) not in (1, num_classes or len(values)):
+        ok = False
+    if not ok:
+        raise TailganError(
+            f"--synthetic {spec!r} is not understood; use 'fill', 'ratio:R' with R > 0 (e.g. ratio:0.5), "
+            f"'target:N', 'add:N' or a per-class list 'target:N0,N1,...' with one count per class"
+        )
+    return kind, values
+
+
+def synthetic_classes(counts: Sequence[int], spec: str = "all") -> list[int]:
+    """The classes that get synthetic images: ``all``, ``below:N`` (real count < N) or a list ``2,5,7``."""
+    spec = spec.strip().lower()
+    if spec == "all":
+        return list(range(len(counts)))
+    if spec.startswith("below:"):
         try:
-            r = float(value)
+            limit = float(spec.removeprefix("below:"))
         except ValueError:
-            r = -1.0
-        if r > 0:
-            return r
-    raise TailganError(f"--synthetic {spec!r} is not understood; use 'fill' or 'ratio:R' with R > 0 (e.g. ratio:0.5)")
+            limit = None
+        if limit is not None:
+            return [c for c, n in enumerate(counts) if n < limit]
+    else:
+        try:
+            chosen = sorted({int(c) for c in spec.split(",")})
+        except ValueError:
+            chosen = None
+        if chosen is not None and all(0 <= c < len(counts) for c in chosen):
+            return chosen
+    raise TailganError(
+        f"--synthetic-classes {spec!r} is not understood; use 'all', 'below:N' (classes with fewer than N "
+        f"real images) or class indices in 0..{len(counts) - 1} such as '5,7,9'"
+    )
 
 
-def synthetic_counts(counts: Sequence[int], spec: str) -> list[int]:
-    """How many synthetic images each class needs to reach ``parse_synthetic(spec)`` x max(counts)."""
-    target = math.ceil(parse_synthetic(spec) * max(counts))
-    return [max(0, target - int(n)) for n in counts]
+def synthetic_counts(counts: Sequence[int], spec: str, classes: str = "all") -> list[int]:
+    """How many synthetic images each class gets: the amount ``spec`` (see :func:`parse_synthetic`) for
+    the classes chosen by ``classes`` (see :func:`synthetic_classes`), 0 for the others."""
+    kind, values = parse_synthetic(spec, len(counts))
+    chosen = set(synthetic_classes(counts, classes))
+    per_class = values * len(counts) if len(values) == 1 else values
+    out = []
+    for c, n in enumerate(counts):
+        if kind == "ratio":
+            add = math.ceil(values[0] * max(counts)) - int(n)
+        elif kind == "target":
+            add = int(per_class[c]) - int(n)
+        else:
+            add = int(per_class[c])
+        out.append(max(0, add) if c in chosen else 0)
+    return out

@@ -6,59 +6,79 @@ Protocol (the honest one):
 - the checkpoint with the best validation ACSA is kept (model selection never sees the test set; the
   seeds' code selected its checkpoint on the test set, which flatters every number it reports);
 - synthetic images (``gan``, ``folder``) and resampling only ever touch the training part, so the
-  validation and test sets are real images only;
+  validation and test sets are real images only; a classifier that judges synthetic images (the filter
+  and the guard) is trained on the real training part only;
 - every strategy gets the same number of optimizer steps: ``epochs`` counts passes over the real
   long-tailed training part, whatever size the resampled set has (over-sampling would otherwise buy
   six times the compute on Fashion-MNIST-LT, under-sampling a tenth).
 """
 
+
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tailgan.classify.metrics import classification_metrics
 from tailgan.classify.strategies import (
     Strategy,
     parse_strategy,
+    prior_adjust,
     resample_indices,
     smote_images,
     synthetic_counts,
-    threshold_shift,
 )
-from tailgan.data import (
-    BatchStream,
-    DataConfig,
-    ImageSet,
-    LongTailedData,
-    fit_images,
-    load_data,
-    to_float,
-    to_uint8,
+from tailgan.classify.synthetic import (
+    check_recognition,
+    filter_synthetic,
+    generate_synthetic,
+    load_synthetic_folder,
+    recognition_rates,
 )
+from tailgan.data import BatchStream, ImageSet, LongTailedData, to_float
+from tailgan.data.splits import carve_validation, split_validation
 from tailgan.errors import TailganError
 from tailgan.losses.classification import (
+    balanced_softmax_loss,
     class_balanced_loss,
     class_balanced_weights,
+    cross_entropy,
+    drw_cross_entropy,
     drw_weights,
     focal_loss,
     inverse_frequency_weights,
     ldam_loss,
     ldam_margins,
+    logit_adjusted_loss,
     weighted_cross_entropy,
 )
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
+
+__all__ = [
+    "ClassifyConfig",
+    "StrategyLoss",
+    "build_training_set",
+    "init_model",
+    "predict_proba",
+    "resolve_steps",
+    "split_validation",  # re-exported from tailgan.data.splits
+    "tail_classes",
+    "train_and_score",
+    "train_classifier",
+    "train_reference",
+]
+
+TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
 @dataclass
@@ -75,93 +95,57 @@ class ClassifyConfig:
     weight_decay: float = 5e-4
     warmup: float = 0.05  # fraction of steps with a linear learning-rate ramp, then cosine decay to 0
     valid_fraction: float = 0.1  # of each class, carved from the long-tailed training split
+    split_seed: int | None = None  # seed of the validation split; None: the training seed
     evals: int = 10  # validation evaluations spread over training (model selection)
     select: Literal["valid", "last"] = "valid"  # keep the best-on-validation checkpoint, or the last one
     beta: float = 0.9999  # class-balanced loss beta (overridden by a "cbl:beta" strategy name)
     focal_gamma: float = 1.0
     ldam_max_margin: float = 0.5
     ldam_scale: float = 30.0
-    drw_start: float = 0.8  # fraction of training after which LDAM-DRW re-weights
+    drw_start: float = 0.8  # fraction of training after which LDAM-DRW and CE-DRW re-weight
+    la_tau: float = 1.0  # logit-adjusted loss temperature (Menon et al.)
+    tau_grid: tuple[float, ...] = TAU_GRID  # la-posthoc: candidate tau, chosen on the validation split
     smote_k: int = 5
-    synthetic: str = "fill"  # gan/folder: "fill" or "ratio:R"
+    # synthetic images (gan / folder strategies)
+    synthetic: str = "fill"  # how many: fill | ratio:R | target:N[,N1,...] | add:N[,N1,...]
+    synthetic_classes: str = "all"  # which classes: all | below:N | a list of class indices "5,7,9"
+    synthetic_weight: float = 1.0  # a synthetic image counts as this many images in the loss
+    filter: float | None = None  # keep a synthetic image only if the reference classifier gives p(y) >= this
+    filter_rounds: int = 3  # generation rounds to make up for filtered-out images (gan only)
+    reference: str = "la"  # strategy of the reference classifier (trained on the real training part only)
+    guard: bool = True  # measure how often the reference recognises synthetic images; warn / refuse
+    guard_warn: float = 0.5  # mean recognition rate below which a loud warning is printed
+    guard_refuse: float | None = 0.15  # ... below which the run is refused (None: never)
+    finetune: Literal["none", "all", "head"] = "none"  # two-stage: then fine-tune on real images only
+    finetune_fraction: float = 0.2  # share of the step budget spent on the real-only stage
+    finetune_lr: float | None = None  # learning rate of that stage (default: lr / 10)
     eval_batch_size: int = 1000
 
-
-def split_validation(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train, valid) index split: ``round(fraction * n_c)`` images of class c go to validation,
-    at least one when the class has two or more images and never all of them.
-
-    scikit-learn's ``train_test_split(stratify=...)`` can give a rare class no validation image at all,
-    which would leave ACSA on validation blind to exactly the classes this is about.
-    """
-    if not 0.0 < fraction < 1.0:
-        raise TailganError(f"valid_fraction={fraction} must be in (0, 1), e.g. 0.1")
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    rng = np.random.default_rng(seed)
-    train_idx, valid_idx = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_val = 0 if len(idx) < 2 else min(max(1, round(fraction * len(idx))), len(idx) - 1)
-        valid_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(valid_idx))
-
-
-def generate_synthetic(
-    generator: Any, add: list[int], like: torch.Tensor, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``add[c]`` images of each class c from a generator as uint8 shaped like ``like`` (N, C, H, W)."""
-    if generator.num_classes != len(add):
-        raise TailganError(
-            f"the generator has {generator.num_classes} classes but the data has {len(add)}; "
-            "use a run trained on this dataset"
-        )
-    labels = torch.repeat_interleave(torch.arange(len(add)), torch.as_tensor(add, dtype=torch.long))
-    if len(labels) == 0:
-        return like[:0].clone(), labels
-    images = to_uint8(generator.sample(labels, seed=seed)).cpu()
-    images = fit_images(images, like.shape[-1], like.shape[1])
-    return images, labels
-
-
-def load_synthetic_folder(
-    folder: str | Path, classes: list[str], like: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic images from ``folder``, fitted to the shape of ``like`` and labelled by class name.
-
-    A folder written by ``tailgan augment`` holds the real training images too: only the files its
-    manifest marks synthetic are read (the real ones would leak validation images into training).
-    Any other folder (``DIR/<class>/*`` or ``DIR/train/<class>/*``) is read whole, through the
-    ``folder`` data source; its class folders must be named like the dataset's classes.
-    """
-    from tailgan.classify.augment import read_augment_manifest, read_png
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TailganError(f"synthetic image folder {folder} does not exist")
-    manifest = read_augment_manifest(folder)
-    if manifest is not None:
-        if manifest["classes"] != list(classes):
-            raise TailganError(f"{folder} was made for classes {manifest['classes']}, not {classes}")
-        files = [f for f in manifest["files"] if f["synthetic"]]
-        if not files:
-            return like[:0].clone(), torch.zeros(0, dtype=torch.long)
-        images = torch.stack([read_png(folder / f["path"], like.shape[1]) for f in files])
-        labels = torch.tensor([f["label"] for f in files], dtype=torch.long)
-    else:
-        extra = load_data(
-            DataConfig(source="folder", root=str(folder), resolution=like.shape[-1], channels=like.shape[1])
-        ).train
-        unknown = [n for n in extra.classes if n not in classes]
-        if unknown:
-            raise TailganError(
-                f"class folder {unknown[0]!r} in {folder} is not a class of the data ({', '.join(classes)})"
-            )
-        images, labels = (
-            extra.images,
-            torch.tensor([classes.index(extra.classes[y]) for y in extra.labels.tolist()]),
-        )
-    return fit_images(images, like.shape[-1], like.shape[1]), labels
+    def check(self) -> None:
+        """Refuse settings outside their range, naming the field and the range."""
+        ranges = {
+            "epochs": (self.epochs, 0.0, None, False),
+            "batch_size": (self.batch_size, 1, None, True),
+            "lr": (self.lr, 0.0, None, False),
+            "valid_fraction": (self.valid_fraction, 0.0, 1.0, False),
+            "evals": (self.evals, 1, None, True),
+            "la_tau": (self.la_tau, 0.0, None, True),
+            "synthetic_weight": (self.synthetic_weight, 0.0, None, True),
+            "finetune_fraction": (self.finetune_fraction, 0.0, 1.0, False),
+            "filter_rounds": (self.filter_rounds, 1, None, True),
+        }
+        for name, (v, lo, hi, lo_closed) in ranges.items():
+            if v < lo or (v == lo and not lo_closed) or (hi is not None and v >= hi):
+                bound = f"{'>=' if lo_closed else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
+                raise TailganError(f"classifier setting {name}={v} must be {bound}")
+        if self.steps is not None and self.steps < 1:
+            raise TailganError(f"classifier setting steps={self.steps} must be >= 1")
+        if self.filter is not None and not 0.0 <= self.filter <= 1.0:
+            raise TailganError(f"--filter {self.filter} must be a probability in [0, 1], e.g. 0.9")
+        if not self.tau_grid or any(t < 0 for t in self.tau_grid):
+            raise TailganError(f"tau_grid={self.tau_grid} must hold one or more values >= 0")
+        if self.finetune not in ("none", "all", "head"):
+            raise TailganError(f"--finetune {self.finetune!r} is unknown; use none, all or head")
 
 
 def build_training_set(
@@ -171,57 +155,140 @@ def build_training_set(
     seed: int,
     generator: Any = None,
     synthetic_dir: str | Path | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The images and labels the classifier trains on (uint8, int64), and what was done to get them."""
+    reference: nn.Module | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """The images and labels the classifier trains on (uint8, int64), which of them are synthetic (bool),
+    and a JSON-ready record of what was done to get them.
+
+    With synthetic images, ``reference`` (a classifier trained on ``real`` only, see
+    :func:`train_reference`) runs the guard (``cfg.guard``) and the filter (``cfg.filter``).
+    """
     images, labels = real.images, real.labels
     info: dict = {"real_counts": real.counts()}
+    syn_x = syn_y = None
     if strategy.synthetic == "gan":
         if generator is None:
             raise TailganError("strategy 'gan' needs a generator: pass --generator RUN (a tailgan training run)")
-        add = synthetic_counts(real.counts(), cfg.synthetic)
-        syn_x, syn_y = generate_synthetic(generator, add, images, seed)
-        images, labels = torch.cat([images, syn_x]), torch.cat([labels, syn_y])
-        info["synthetic_counts"] = add
+        want = synthetic_counts(real.counts(), cfg.synthetic, cfg.synthetic_classes)
+        syn_x, syn_y = generate_synthetic(generator, want, images, seed)
+        info["synthetic_requested"] = want
     elif strategy.synthetic == "folder":
         if synthetic_dir is None:
             raise TailganError("strategy 'folder' needs --synthetic-dir DIR (a folder of synthetic images)")
         syn_x, syn_y = load_synthetic_folder(synthetic_dir, real.classes, images)
-        images, labels = torch.cat([images, syn_x]), torch.cat([labels, syn_y])
+    if syn_x is not None:
+        if reference is not None and len(syn_y) and cfg.guard:
+            rates = recognition_rates(syn_x, syn_y, reference, cfg.eval_batch_size)
+            info["recognition_rate"] = rates
+            info["recognition_mean"] = check_recognition(
+                rates, real.classes, cfg.guard_warn, cfg.guard_refuse, log=log
+            )
+        if cfg.filter is not None:
+            if reference is None:
+                raise TailganError("the synthetic-image filter needs a reference classifier trained on the real data")
+            syn_x, syn_y, info["filter_acceptance"] = _filtered(
+                syn_x, syn_y, reference, cfg, generator if strategy.synthetic == "gan" else None, info, seed
+            )
+            rates = ", ".join("-" if a is None else f"{a:.2f}" for a in info["filter_acceptance"])
+            log(
+                f"filter (p >= {cfg.filter:g}): kept {len(syn_y)} of {info['synthetic_scored']} synthetic "
+                f"images; acceptance per class: {rates}"
+            )
         info["synthetic_counts"] = torch.bincount(syn_y, minlength=real.num_classes).tolist()
+        images, labels = torch.cat([images, syn_x]), torch.cat([labels, syn_y])
+    synthetic = torch.zeros(len(labels), dtype=torch.bool)
+    synthetic[len(real) :] = True
     if strategy.sampler == "smote":
+        n = len(labels)
         images, labels = smote_images(images, labels, k_neighbors=cfg.smote_k, random_state=seed)
+        synthetic = torch.cat([synthetic, torch.zeros(len(labels) - n, dtype=torch.bool)])
     elif strategy.sampler != "none":
         idx = torch.from_numpy(resample_indices(labels, strategy.sampler, random_state=seed))
-        images, labels = images[idx], labels[idx]
+        images, labels, synthetic = images[idx], labels[idx], synthetic[idx]
     info["train_counts"] = torch.bincount(labels, minlength=real.num_classes).tolist()
-    return images, labels, info
+    return images, labels, synthetic, info
+
+
+def _filtered(
+    syn_x: torch.Tensor,
+    syn_y: torch.Tensor,
+    reference: nn.Module,
+    cfg: ClassifyConfig,
+    generator: Any,
+    info: dict,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, list[float | None]]:
+    """Filter synthetic images; with a generator, draw again (new seeds) for what the filter dropped."""
+    num_classes = len(info["real_counts"])
+    want = torch.bincount(syn_y, minlength=num_classes)
+    kept_x, kept_y, scored_y, scored_keep = [], [], [], []
+    x, y = syn_x, syn_y
+    for round_ in range(cfg.filter_rounds):
+        if len(y):
+            keep, _ = filter_synthetic(x, y, reference, cfg.filter, cfg.eval_batch_size)
+            kept_x.append(x[keep])
+            kept_y.append(y[keep])
+            scored_y.append(y)
+            scored_keep.append(keep)
+        have = torch.bincount(torch.cat(kept_y), minlength=num_classes) if kept_y else torch.zeros_like(want)
+        missing = (want - have).clamp(min=0)
+        if generator is None or int(missing.sum()) == 0 or round_ == cfg.filter_rounds - 1:
+            break
+        x, y = generate_synthetic(generator, missing.tolist(), syn_x, seed + 100_003 * (round_ + 1))
+    all_y, all_keep = torch.cat(scored_y), torch.cat(scored_keep)
+    n = torch.bincount(all_y, minlength=num_classes)
+    k = torch.bincount(all_y[all_keep], minlength=num_classes)
+    acceptance = [None if int(n[c]) == 0 else float(k[c]) / float(n[c]) for c in range(num_classes)]
+    info["synthetic_scored"] = len(all_y)
+    if not kept_y:
+        return syn_x[:0], syn_y[:0], acceptance
+    return torch.cat(kept_x), torch.cat(kept_y), acceptance
 
 
 class StrategyLoss:
-    """The training loss of a strategy, as a function of (logits, labels, progress in [0, 1])."""
+    """The training loss of a strategy, as a function of (logits, labels, progress in [0, 1]).
 
-    def __init__(self, strategy: Strategy, counts: list[int], cfg: ClassifyConfig) -> None:
-        self.strategy, self.cfg, self.counts = strategy, cfg, counts
+    ``counts`` are the class counts the loss corrects for (floats allowed: with weighted synthetic
+    images they are the effective counts n_real + weight * n_synthetic).
+    """
+
+    def __init__(self, strategy: Strategy, counts: Sequence[float], cfg: ClassifyConfig) -> None:
+        self.strategy, self.cfg, self.counts = strategy, cfg, list(counts)
         self.weights = None
         if strategy.loss == "cs":
-            self.weights = inverse_frequency_weights(counts)
+            self.weights = inverse_frequency_weights(self.counts)
         elif strategy.loss == "cbl":
-            self.weights = class_balanced_weights(counts, strategy.beta)
+            self.weights = class_balanced_weights(self.counts, strategy.beta)
         elif strategy.loss == "ldam-drw":
-            self.margins = ldam_margins(counts, cfg.ldam_max_margin)
+            self.margins = ldam_margins(self.counts, cfg.ldam_max_margin)
 
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor, progress: float) -> torch.Tensor:
-        loss = self.strategy.loss
+    def __call__(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        progress: float,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        loss, cfg, s = self.strategy.loss, self.cfg, sample_weight
         if loss == "ce":
-            return F.cross_entropy(logits, labels)
+            return cross_entropy(logits, labels, s)
         if loss == "cs":
-            return weighted_cross_entropy(logits, labels, self.weights)
+            return weighted_cross_entropy(logits, labels, self.weights, s)
         if loss == "cbl":
-            return class_balanced_loss(logits, labels, self.weights, self.strategy.cb_loss_type, self.cfg.focal_gamma)
+            return class_balanced_loss(logits, labels, self.weights, self.strategy.cb_loss_type, cfg.focal_gamma, s)
         if loss == "focal":
-            return focal_loss(logits, labels, self.cfg.focal_gamma)
-        w = drw_weights(self.counts, progress, self.cfg.drw_start)
-        return ldam_loss(logits, labels, self.margins, self.cfg.ldam_scale, w)
+            return focal_loss(logits, labels, cfg.focal_gamma, sample_weight=s)
+        if loss == "la":
+            return logit_adjusted_loss(logits, labels, self.counts, cfg.la_tau, s)
+        if loss == "balanced-softmax":
+            return balanced_softmax_loss(logits, labels, self.counts, s)
+        if loss == "ce-drw":
+            return drw_cross_entropy(logits, labels, self.counts, progress, cfg.drw_start, sample_weight=s)
+        if loss == "ldam-drw":
+            w = drw_weights(self.counts, progress, cfg.drw_start)
+            return ldam_loss(logits, labels, self.margins, cfg.ldam_scale, w, s)
+        raise ValueError(f"unknown loss {loss!r}")
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (rows sum to 1) from the logits this loss was trained with."""
@@ -233,6 +300,24 @@ class StrategyLoss:
         return torch.softmax(logits, dim=1)
 
 
+class Scorer(nn.Module):
+    """A trained model as a classifier of float images: log of its (prior-adjusted) class probabilities.
+
+    Its outputs are logits in the usual sense (softmax gives the probabilities the strategy predicts
+    with), so it can be handed to :func:`tailgan.classify.synthetic.filter_synthetic`.
+    """
+
+    def __init__(self, model: nn.Module, loss: StrategyLoss, priors: torch.Tensor | None = None, tau: float = 0.0):
+        super().__init__()
+        self.model, self.loss, self.priors, self.tau = model, loss, priors, tau
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.loss.probabilities(self.model(x).float())
+        if self.priors is not None:
+            p = prior_adjust(p, self.priors.to(p.device), self.tau)
+        return torch.log(p.clamp_min(1e-30))
+
+
 @torch.no_grad()
 def predict_proba(
     model: nn.Module,
@@ -241,27 +326,46 @@ def predict_proba(
     priors: torch.Tensor | None,
     device: str | torch.device,
     batch_size: int = 1000,
+    tau: float = 1.0,
 ) -> torch.Tensor:
-    """Class probabilities (N, C) for uint8 images; divided by ``priors`` when given (threshold shifting)."""
+    """Class probabilities (N, C) for uint8 images; divided by ``priors ** tau`` when priors are given
+    (``tau = 1``: threshold shifting; other tau: post-hoc logit adjustment)."""
     model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = to_float(images[i : i + batch_size]).to(device)
         out.append(loss.probabilities(model(x).float()).cpu())
     probs = torch.cat(out) if out else torch.zeros(0, len(loss.counts))
-    return threshold_shift(probs, priors) if priors is not None else probs
+    return prior_adjust(probs, priors, tau) if priors is not None else probs
 
 
-def _optimizer(model: nn.Module, strategy: Strategy, cfg: ClassifyConfig) -> torch.optim.Optimizer:
+def init_model(strategy: Strategy, cfg: ClassifyConfig, num_classes: int, in_channels: int, seed: int) -> nn.Module:
+    """The freshly initialised network of a strategy (seeded; the caller's RNG is left untouched).
+
+    LDAM gets a cosine head; the one-vs-all class-balanced losses start the output bias at -log(C - 1).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_classifier(cfg.arch, num_classes, in_channels, cosine_head=strategy.loss == "ldam-drw")
+    if strategy.output == "sigmoid":
+        init_prior_bias(model.fc, num_classes)
+    return model
+
+
+def _optimizer(
+    model: nn.Module, strategy: Strategy, cfg: ClassifyConfig, lr: float, head_only: bool
+) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if head_only and not name.startswith("fc."):
+            continue
         # the CB sigmoid/focal output bias carries the -log(C-1) prior: no weight decay on it (as the paper)
         (no_decay if strategy.output == "sigmoid" and name == "fc.bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
     if cfg.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=lr)
     raise TailganError(f"optimizer {cfg.optimizer!r} is unknown; use sgd or adam")
 
 
@@ -270,6 +374,25 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
     if step < warm:
         return (step + 1) / warm
     return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _best_tau(
+    probs: torch.Tensor, labels: torch.Tensor, priors: torch.Tensor | None, taus: Sequence[float], num_classes: int
+) -> tuple[float, float | None]:
+    """(validation ACSA, tau) of the best prior exponent; ties go to the first tau of the grid."""
+    if priors is None:
+        return balanced_acsa(labels, probs.argmax(1), num_classes), None
+    best = (-1.0, None)
+    for tau in taus:
+        acsa = balanced_acsa(labels, prior_adjust(probs, priors, tau).argmax(1), num_classes)
+        if acsa > best[0]:
+            best = (acsa, float(tau))
+    return best
+
+
+def balanced_acsa(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> float:
+    """ACSA (mean per-class recall) over the classes present in ``y_true``."""
+    return classification_metrics(y_true, y_pred, None, num_classes, minority_class=0)["acsa"]
 
 
 def train_classifier(
@@ -283,58 +406,85 @@ def train_classifier(
     seed: int,
     device: str | torch.device = "cpu",
     priors: torch.Tensor | None = None,
+    *,
+    taus: Sequence[float] = (1.0,),
+    counts: Sequence[float] | None = None,
+    sample_weights: torch.Tensor | None = None,
+    model: nn.Module | None = None,
+    head_only: bool = False,
+    lr: float | None = None,
 ) -> tuple[nn.Module, StrategyLoss, dict]:
     """Train on uint8 ``images``/``labels`` for ``steps``; keep the checkpoint with the best validation ACSA.
 
-    ``priors`` (C,) are divided out of the posteriors at every prediction (the ``ts`` strategy).
+    - ``priors`` (C,) are divided out of the posteriors at prediction, raised to the power tau; with
+      several ``taus`` the best one on validation is chosen at each evaluation (``la-posthoc``);
+      ``(1.0,)`` is threshold shifting (``ts``).
+    - ``counts``: the class counts the loss corrects for (default: those of ``labels``).
+    - ``sample_weights`` (N,): per-image weights in the loss (synthetic images).
+    - ``model``: start from a copy of this network (fine-tuning; default: :func:`init_model`);
+      ``head_only`` trains only its final layer ``fc`` (the rest stays frozen, in eval mode).
+    - ``lr``: the peak learning rate (default ``cfg.lr``).
+
     Returns the model (on ``device``, in eval mode), the loss (which also turns logits into
-    probabilities) and a record of the run.
+    probabilities) and a record of the run (``first_loss``: the loss of step 1, before any update;
+    ``tau``: the prior exponent to predict with, None without priors).
     """
     if steps < 1:
         raise TailganError(f"steps={steps}: train for at least one step")
-    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    counts = torch.bincount(labels, minlength=num_classes).tolist() if counts is None else list(counts)
     loss_fn = StrategyLoss(strategy, counts, cfg)
-    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = build_classifier(cfg.arch, num_classes, images.shape[1], cosine_head=strategy.loss == "ldam-drw")
-    if strategy.output == "sigmoid":
-        init_prior_bias(model.fc, num_classes)
+    if model is None:
+        model = init_model(strategy, cfg, num_classes, images.shape[1], seed)
+    else:
+        model = copy.deepcopy(model)
     model.to(device)
-    opt = _optimizer(model, strategy, cfg)
+    if head_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith("fc."))
+    opt = _optimizer(model, strategy, cfg, cfg.lr if lr is None else lr, head_only)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, cfg.warmup))
     stream = BatchStream(labels, min(cfg.batch_size, len(labels)), seed=seed)
     eval_at = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int)[1:].tolist()) | {steps}
-    best = {"acsa": -1.0, "step": 0, "state": None}
+    best = {"acsa": -1.0, "step": 0, "state": None, "tau": None}
     history = []
+    first_loss = None
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         model.train()
+        if head_only:  # frozen body: no batch-norm statistics updates either
+            model.eval()
+            model.fc.train()
         idx = stream.next()
         x, y = to_float(images[idx]).to(device), labels[idx].to(device)
-        loss = loss_fn(model(x), y, (step - 1) / steps)
+        s = None if sample_weights is None else sample_weights[idx].to(device)
+        loss = loss_fn(model(x), y, (step - 1) / steps, s)
         if not torch.isfinite(loss):
             raise TailganError(f"the {strategy.name} loss became {loss.item()} at step {step}; lower --lr")
+        if first_loss is None:
+            first_loss = loss.item()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step in eval_at and cfg.select == "valid":
-            probs = predict_proba(model, valid.images, loss_fn, priors, device, cfg.eval_batch_size)
-            acsa = classification_metrics(
-                valid.labels, probs.argmax(1), None, num_classes, minority_class=int(np.argmin(counts))
-            )["acsa"]
-            history.append({"step": step, "loss": loss.item(), "valid_acsa": acsa})
+            probs = predict_proba(model, valid.images, loss_fn, None, device, cfg.eval_batch_size)
+            acsa, tau = _best_tau(probs, valid.labels, priors, taus, num_classes)
+            history.append({"step": step, "loss": loss.item(), "valid_acsa": acsa, "tau": tau})
             if acsa > best["acsa"]:
-                best = {"acsa": acsa, "step": step, "state": copy.deepcopy(model.state_dict())}
+                best = {"acsa": acsa, "step": step, "state": copy.deepcopy(model.state_dict()), "tau": tau}
     if cfg.select == "valid" and best["state"] is not None:
         model.load_state_dict(best["state"])
     else:
+        # no validation: a fixed exponent (the first of the grid that is 1, i.e. TS, else the first)
         best["step"] = steps
+        best["tau"] = None if priors is None else (1.0 if 1.0 in taus else float(taus[0]))
     model.eval()
     record = {
         "steps": steps,
         "selected_step": best["step"],
         "valid_acsa": best["acsa"] if cfg.select == "valid" else None,
+        "tau": best["tau"],
+        "first_loss": first_loss,
         "history": history,
         "train_seconds": round(time.perf_counter() - t0, 2),
     }
@@ -356,6 +506,31 @@ def tail_classes(counts: list[int], k: int = 3) -> list[int]:
     return sorted(range(len(counts)), key=lambda c: (counts[c], c))[:k]
 
 
+def _prediction_rule(
+    strategy: Strategy, counts: Sequence[float], cfg: ClassifyConfig
+) -> tuple[torch.Tensor | None, tuple[float, ...]]:
+    """(priors, candidate tau) of a strategy's prediction rule."""
+    if strategy.adjust == "none":
+        return None, (1.0,)
+    n = torch.tensor(counts, dtype=torch.float32)
+    return n / n.sum(), ((1.0,) if strategy.adjust == "ts" else tuple(cfg.tau_grid))
+
+
+def train_reference(
+    real: ImageSet, valid: ImageSet, cfg: ClassifyConfig, steps: int, seed: int, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """The classifier that judges synthetic images: ``cfg.reference`` trained on the *real* training part
+    only (never the validation or test split, never the evaluator), as a :class:`Scorer`."""
+    strat = parse_strategy(cfg.reference, beta=cfg.beta)
+    if strat.synthetic or strat.sampler != "none":
+        raise TailganError(f"reference={cfg.reference!r}: use a loss or prediction strategy such as la or ts")
+    priors, taus = _prediction_rule(strat, real.counts(), cfg)
+    model, loss, record = train_classifier(
+        real.images, real.labels, valid, strat, cfg, real.num_classes, steps, seed, device, priors, taus=taus
+    )
+    return Scorer(model, loss, priors, record["tau"] or 0.0).eval()
+
+
 def train_and_score(
     data: LongTailedData,
     strategy: str,
@@ -364,14 +539,18 @@ def train_and_score(
     *,
     generator: Any = None,
     synthetic_dir: str | Path | None = None,
+    reference: nn.Module | None = None,
     device: str | torch.device = "cpu",
+    log: Callable[[str], None] = print,
     **overrides: Any,
 ) -> dict:
     """Train one classifier with ``strategy`` on ``data.train`` and score it on ``data.test`` (real images).
 
-    ``generator`` is a loaded tailgan generator (``tailgan.load_generator``) for the ``gan`` strategy;
-    ``synthetic_dir`` a folder of synthetic images for ``folder``. Keyword ``overrides`` change fields
-    of ``config`` (e.g. ``epochs=5``). Returns a JSON-ready dict with the test metrics (``acsa``,
+    ``generator`` is a loaded tailgan generator (``load_generator``) for the ``gan`` strategies;
+    ``synthetic_dir`` a folder of synthetic images for ``folder``. With synthetic images and the guard
+    or the filter on, a reference classifier is trained on the real training part (or ``reference`` is
+    used: a classifier of float images returning logits). Keyword ``overrides`` change fields of
+    ``config`` (e.g. ``epochs=5``). Returns a JSON-ready dict with the test metrics (``acsa``,
     ``macro_f1``, ``accuracy``, ``auc_ovr_macro``, per-class ``recall_per_class``/``f1_per_class``,
     ``confusion_matrix``, ``tail_recall``) and the run record (counts, steps, selected step, timings).
     """
@@ -381,34 +560,67 @@ def train_and_score(
         if unknown:
             raise TailganError(f"unknown classifier setting {unknown[0]!r}; valid: {', '.join(asdict(cfg))}")
         cfg = ClassifyConfig(**{**asdict(cfg), **overrides})
+    cfg.check()
     strat = parse_strategy(strategy, beta=cfg.beta)
-    _warn_unused(strat, generator, synthetic_dir)
+    _warn_unused(strat, generator, synthetic_dir, cfg)
     if len(data.test) == 0:
         raise TailganError("the dataset has no test split to score on; use a source with a test split")
     t0 = time.perf_counter()
-    if data.valid is not None and len(data.valid):
-        real, valid = data.train, data.valid
-    else:
-        train_idx, valid_idx = split_validation(data.train.labels, cfg.valid_fraction, seed)
-        real, valid = (
-            data.train.subset(torch.from_numpy(train_idx)),
-            data.train.subset(torch.from_numpy(valid_idx)),
-        )
+    fraction, split_seed = cfg.valid_fraction, seed if cfg.split_seed is None else cfg.split_seed
+    run_split = _generator_split(generator) if strat.synthetic == "gan" else None
+    if run_split is not None and cfg.split_seed is None:
+        # the generator held out a validation split: select on exactly that one, so it never saw it
+        fraction, split_seed = run_split["fraction"], run_split["seed"]
+    real, valid, split = carve_validation(data, fraction, split_seed)
+    if strat.synthetic == "gan":
+        check_generator_split(generator, split, log)
     if cfg.select == "valid" and len(valid) == 0:
         raise TailganError(
             "no class has two training images, so no validation split can be carved for model selection; "
             "use select='last' (--select last)"
         )
-    images, labels, info = build_training_set(real, strat, cfg, seed, generator, synthetic_dir)
-    priors = None
-    if strat.threshold_shift:
-        counts = torch.tensor(info["train_counts"], dtype=torch.float32)
-        priors = counts / counts.sum()
     steps = resolve_steps(cfg, len(real))
-    model, loss_fn, record = train_classifier(
-        images, labels, valid, strat, cfg, data.num_classes, steps, seed, device, priors
+    if strat.synthetic and reference is None and (cfg.guard or cfg.filter is not None):
+        log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
+        reference = train_reference(real, valid, cfg, steps, seed, device)
+    images, labels, synthetic, info = build_training_set(
+        real, strat, cfg, seed, generator, synthetic_dir, reference=reference, log=log
     )
-    probs = predict_proba(model, data.test.images, loss_fn, priors, device, cfg.eval_batch_size)
+    counts: list[float] = [float(n) for n in info["train_counts"]]
+    weights = None
+    if bool(synthetic.any()) and cfg.synthetic_weight != 1.0:
+        weights = torch.where(synthetic, cfg.synthetic_weight, 1.0)
+        syn = torch.bincount(labels[synthetic], minlength=data.num_classes).double()
+        real_n = torch.bincount(labels[~synthetic], minlength=data.num_classes).double()
+        counts = (real_n + cfg.synthetic_weight * syn).tolist()
+        info["effective_counts"] = counts
+    two_stage = cfg.finetune != "none"
+    if two_stage and not strat.synthetic:
+        raise TailganError(
+            f"--finetune fine-tunes on real images after training with synthetic ones; strategy {strat.name!r} "
+            "has none: use it with gan, gan+S, folder or folder+S"
+        )
+    steps2 = max(1, round(cfg.finetune_fraction * steps)) if two_stage else 0
+    if two_stage and steps - steps2 < 1:
+        raise TailganError(
+            f"{steps} steps leave none for the first stage; give more steps or a lower finetune_fraction"
+        )
+    priors, taus = _prediction_rule(strat, counts, cfg)
+    model, loss_fn, record = train_classifier(
+        images, labels, valid, strat, cfg, data.num_classes, steps - steps2, seed, device, priors,
+        taus=taus, counts=counts, sample_weights=weights,
+    )
+    if two_stage:
+        # stage 2: real images only, from the selected stage-1 network; the prior is the real data's
+        priors, taus = _prediction_rule(strat, real.counts(), cfg)
+        stage1 = record
+        model, loss_fn, record = train_classifier(
+            real.images, real.labels, valid, strat, cfg, data.num_classes, steps2, seed + 1, device, priors,
+            taus=taus, model=model, head_only=cfg.finetune == "head",
+            lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
+        )
+        record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2}
+    probs = predict_proba(model, data.test.images, loss_fn, priors, device, cfg.eval_batch_size, record["tau"] or 0.0)
     minority = int(np.argmin(real.counts()))
     metrics = classification_metrics(data.test.labels, probs.argmax(1), probs, data.num_classes, minority)
     tail = tail_classes(real.counts())
@@ -420,21 +632,57 @@ def train_and_score(
         **metrics,
         **info,
         "valid_counts": valid.counts(),
+        "valid_split": split,
         **record,
         "seconds": round(time.perf_counter() - t0, 2),
         "config": asdict(cfg),
     }
 
 
-def save_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    from tailgan.config import atomic_write_text
+def _generator_split(generator: Any) -> dict | None:
+    """The validation split a generator's run held out (``generator.valid_split``), or None."""
+    split = getattr(generator, "valid_split", None)
+    if split is None:
+        return None
+    if not isinstance(split, dict) or not {"fraction", "seed", "fingerprint"} <= set(split):
+        raise TailganError(f"the generator's valid_split {split!r} needs fraction, seed and fingerprint")
+    return split
 
-    atomic_write_text(path, json.dumps(obj, indent=1))
+
+def check_generator_split(generator: Any, split: dict, log: Callable[[str], None] = print) -> None:
+    """Check that a generator never saw the classifier's validation images.
+
+    A generator whose run held out a validation split exposes it as ``generator.valid_split`` (the record
+    of :func:`tailgan.data.splits.carve_validation`); it must be the classifier's split (same fingerprint).
+    A run without one was trained on the whole training split: the classifier's validation ACSA (and so
+    its model selection) is then optimistic, which is said loudly but allowed.
+    """
+    if split.get("source") == "dataset":
+        return  # the dataset's own validation split is not part of the training split a generator learns from
+    run_split = _generator_split(generator)
+    run = getattr(generator, "run_dir", "the generator's run")
+    if run_split is None:
+        msg = (
+            f"WARNING: {run} was trained on the whole training split, including the classifier's validation "
+            "images, so the validation scores of this strategy are optimistic; train the generator with the "
+            "same held-out validation split"
+        )
+        log(msg)
+        warnings.warn(msg, stacklevel=3)
+        return
+    if split.get("fingerprint") != run_split["fingerprint"]:
+        raise TailganError(
+            f"{run} held out a different validation split (fraction {run_split['fraction']}, seed "
+            f"{run_split['seed']}) than this classifier (fraction {split.get('fraction')}, seed {split.get('seed')}): "
+            "its generator has seen validation images. Leave --split-seed unset (the run's split is then used) "
+            f"or pass --split-seed {run_split['seed']} --valid-fraction {run_split['fraction']}"
+        )
 
 
-def _warn_unused(strategy: Strategy, generator: Any, synthetic_dir: Any) -> None:
+def _warn_unused(strategy: Strategy, generator: Any, synthetic_dir: Any, cfg: ClassifyConfig) -> None:
     if generator is not None and strategy.synthetic != "gan":
-        warnings.warn(f"--generator is ignored by strategy {strategy.name!r} (only 'gan' uses it)", stacklevel=2)
+        warnings.warn(f"--generator is ignored by strategy {strategy.name!r} (only 'gan' uses it)", stacklevel=3)
     if synthetic_dir is not None and strategy.synthetic != "folder":
-        warnings.warn(f"--synthetic-dir is ignored by strategy {strategy.name!r} (only 'folder' uses it)", stacklevel=2)
+        warnings.warn(f"--synthetic-dir is ignored by strategy {strategy.name!r} (only 'folder' uses it)", stacklevel=3)
+    if strategy.synthetic is None and cfg.filter is not None:
+        warnings.warn(f"--filter is ignored by strategy {strategy.name!r} (no synthetic images)", stacklevel=3)

@@ -9,6 +9,7 @@ from pathlib import Path
 from tailgan.config import apply_overrides, from_dict, to_dict
 from tailgan.data.dataset import DataConfig, LongTailedData, load_data, resolve_data_config, save_manifest
 from tailgan.data.folder import export_image_sets
+from tailgan.outputs import FolderLock, check_not_inside
 
 
 def add_data_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -78,7 +79,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     splits = {"train": data.train}
     if len(data.test):
         splits["valid"] = data.test  # ECOGAN's layout calls the held-out split "valid"
-    out = export_image_sets(splits, args.out, data.manifest, overwrite=args.overwrite)
+    check_not_inside(args.out, [data.config.root])  # before anything is written beside it
+    with FolderLock(args.out, "output folder", beside=True):
+        out = export_image_sets(splits, args.out, data.manifest, overwrite=args.overwrite, protected=[data.config.root])
     print(f"wrote {len(data.train)} train and {len(data.test)} valid images to {out} (lossless PNG)")
     return 0
 

@@ -18,6 +18,7 @@ from tailgan.data.longtail import imbalance_ratio, long_tail_counts, minority_cl
 from tailgan.data.sources import SOURCE_NAMES, load_source
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_text
+from tailgan.version import __version__
 
 
 @dataclass
@@ -193,8 +194,6 @@ def load_data(spec: str | DataConfig | dict = "digits_lt", root: str | None = No
 
 
 def build_manifest(cfg: DataConfig, train: ImageSet, test: ImageSet, kept: np.ndarray) -> dict:
-    from tailgan import __version__
-
     recipe = {
         k: v
         for k, v in to_dict(cfg).items()

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tailgan.data.images import ImageSet, fit_images
 from tailgan.errors import TailganError
+from tailgan.outputs import check_not_inside, remove_stale_temp, temp_name
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -63,9 +64,12 @@ def _read_images(
         try:
             img = Image.open(f)
             img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
             if not skip_bad:
-                raise TailganError(f"cannot read image {f}: {e}. Remove or replace it, or pass --skip-bad") from None
+                raise TailganError(
+                    f"cannot read image {f}: {e}. Remove or replace it, or skip unreadable images "
+                    "(--skip-bad, or data.skip_bad=true for train)"
+                ) from None
             bad.append(f)
             continue
         opened.append((i, img))
@@ -181,16 +185,25 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
-def export_image_sets(splits: dict[str, ImageSet], out: str | Path, manifest: dict, overwrite: bool = False) -> Path:
+def export_image_sets(
+    splits: dict[str, ImageSet],
+    out: str | Path,
+    manifest: dict,
+    overwrite: bool = False,
+    protected: list[str | Path | None] = (),
+) -> Path:
     """Write splits in ECOGAN's layout ``OUT/<split>/cls<c>/<split><i>.png`` (lossless PNG) + manifest.
 
     The folder is built beside ``out`` and renamed into place at the end, so a failure leaves nothing half
-    written and an existing folder is replaced only with ``overwrite``.
+    written and an existing folder is replaced only with ``overwrite``; never one that overlaps a
+    ``protected`` input (a data root, a run folder). Temp folders of killed exports are removed.
     """
     out = Path(out)
+    check_not_inside(out, list(protected))
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    remove_stale_temp(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_name(out)))
     try:
         classes = None
         for split, images in splits.items():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tailgan.config import apply_overrides, from_dict, load_yaml, merge, to_dict
+from tailgan.config import apply_overrides, bounded, from_dict, load_yaml, merge, to_dict
 from tailgan.data import DataConfig, resolve_data_config
 from tailgan.errors import TailganError
 from tailgan.methods import get_method, resolve_preset
@@ -33,23 +33,24 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     adv: Literal["bce", "hinge", "wasserstein"] = "hinge"
-    gp_weight: float = 0.0  # gradient penalty weight (0: off)
+    gp_weight: float = bounded(0.0, ge=0)  # gradient penalty weight (0: off)
     gp_alpha: Literal["uniform", "normal"] = "uniform"  # interpolation factor; "normal" is ECOGAN's code
-    cond_lambda: float = 1.0  # weight of the conditional (contrastive / classification) loss
-    temperature: float = 1.0
-    m_p: float = 0.98  # D2D-CE positive margin (m_n = 1 - m_p)
+    gp_autocast: bool = False  # the penalty's critic pass under the fast path's autocast (faster, ~1 % off)
+    cond_lambda: float = bounded(1.0, ge=0)  # weight of the conditional (contrastive / classification) loss
+    temperature: float = bounded(1.0, gt=0)
+    m_p: float = bounded(0.98, ge=0, le=1)  # D2D-CE positive margin (m_n = 1 - m_p)
     max_shift: bool = True  # the original code's detached max shifts in ECO / D2D-CE
     gather: bool = True  # under DDP, contrastive losses see every rank's batch
 
 
 @dataclass
 class OptimConfig:
-    batch_size: int = 64  # per process
-    g_lr: float = 2e-4
-    d_lr: float = 2e-4
+    batch_size: int = bounded(64, ge=1)  # per process
+    g_lr: float = bounded(2e-4, gt=0)
+    d_lr: float = bounded(2e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
-    eps: float = 1e-6
-    d_steps: int = 5  # D updates per G update
+    eps: float = bounded(1e-6, gt=0)
+    d_steps: int = bounded(5, ge=1)  # D updates per G update
 
 
 @dataclass
@@ -61,31 +62,35 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     options: dict[str, Any] = field(default_factory=dict)  # the method's typed Options, resolved by make_config
-    steps: int = 2000  # steps of the method's main phase (generator updates for a GAN)
+    steps: int = bounded(2000, ge=1)  # steps of the method's main phase (generator updates for a GAN)
     seed: int = 0
     sampling: Literal["uniform", "balanced"] = "uniform"  # real data: as it is, or class-balanced resampling
     d_fake_labels: Literal["real", "uniform"] = "uniform"  # labels of the D-step fakes
     flip: bool = False  # random horizontal flips of real images
     ema: bool = False
-    ema_decay: float = 0.9999
-    ema_start: int = 1000
-    amp: bool = False  # bf16 autocast
+    ema_decay: float = bounded(0.9999, ge=0, le=1)
+    ema_start: int = bounded(1000, ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 + channels-last where native
+    amp: bool | None = None  # deprecated: true = precision bf16, false = fp32 (older run folders)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    log_every: int = 50
-    sample_every: int = 500
-    sample_classes: int = 50  # rows in the sample grid (at most this many classes)
-    ckpt_every: int = 500
+    log_every: int = bounded(50, ge=1)
+    sample_every: int = bounded(500, ge=0)  # 0: no grids
+    sample_classes: int = bounded(50, ge=1)  # rows in the sample grid (at most this many classes)
+    ckpt_every: int = bounded(500, ge=1)
     keep_checkpoints: bool = False  # also keep checkpoints/step_N.pt
-    eval_every: int = 0  # 0: no evaluation during training
+    eval_every: int = bounded(0, ge=0)  # 0: no evaluation during training
     eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])
     eval_ref: Literal["train-lt", "test"] = "train-lt"
-    eval_n: int | None = None
+    eval_n: int | None = bounded(None, ge=2)
     eval_feature: str = "evaluator"
     best_metric: str = "fid"  # its direction (lower/higher is better) comes from the metric
 
 
 def resolve_options(cfg: TrainConfig) -> TrainConfig:
-    """Validate ``cfg.options`` against the method's Options dataclass and fill in every default."""
+    """Validate ``cfg.options`` against the method's Options dataclass and fill in every default; map the
+    deprecated ``amp`` switch onto ``precision``."""
+    if cfg.amp is not None:
+        cfg.precision, cfg.amp = ("bf16" if cfg.amp else "fp32"), None
     options_cls = get_method(cfg.method).Options
     if options_cls is None:
         if cfg.options:

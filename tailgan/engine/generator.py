@@ -82,7 +82,13 @@ class TrainedGenerator(nn.Module):
             chunks.append(self.method.sample(labels[i : i + batch_size], generator=gen, source=src).cpu())
         if not chunks:
             return torch.zeros(0, *self.output.shape)
-        return torch.cat(chunks)
+        out = torch.cat(chunks)
+        if not torch.isfinite(out).all():
+            raise TailganError(
+                f"the generator of {self.run_dir or 'this run'} (step {self.step}) makes NaN/Inf outputs: its weights "
+                "are not usable; take an earlier checkpoint (--checkpoint N) or train again with a lower learning rate"
+            )
+        return out
 
     def forward(self, labels: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         return self.sample(labels, seed)

@@ -7,6 +7,7 @@ import torch
 from tailgan.data import BatchStream, LongTailedData, to_float
 from tailgan.errors import TailganError
 from tailgan.methods.spec import StreamSpec
+from tailgan.nets.precision import Precision
 
 
 class Batches:
@@ -26,8 +27,10 @@ class Batches:
         flip_generator: torch.Generator,
         rank: int = 0,
         world_size: int = 1,
+        precision: Precision | None = None,
     ) -> None:
-        self.images = to_float(data.train.images).to(device)
+        # held once, in the memory format the networks run in (channels-last on the fast path)
+        self.images = (precision or Precision()).tensor(to_float(data.train.images).to(device))
         self.labels = data.train.labels.to(device)
         self.specs, self.flip_generator, self.device = specs, flip_generator, device
         labels = data.train.labels

@@ -76,6 +76,7 @@ class Trainer:
             method.gen,
             self.ctx.rank,
             self.ctx.world_size,
+            method.precision,
         )
         self.phase_index, self.phase_step, self.begun = 0, 0, False
         self.best: dict | None = None
@@ -193,16 +194,51 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["method"])
+        try:
+            self.method.load_state_dict(state["method"])
+        except (RuntimeError, KeyError) as e:  # shapes or networks that do not match config.yaml
+            first = str(e).strip().split("\n")
+            detail = first[1].strip() if len(first) > 1 else first[0]
+            raise TailganError(
+                f"the checkpoint does not match the run's config.yaml ({detail[:200]}); the run folder was changed "
+                "by hand or mixes two runs"
+            ) from None
         self.batches.load_state_dict(state["streams"])
         torch.set_rng_state(state["torch_rng"])
         self.phase_index, self.phase_step = int(state["phase_index"]), int(state["step"])
         self.begun = bool(state["phase_begun"])
         self.best = state.get("best")
 
+    def non_finite_weights(self) -> list[str]:
+        """Networks (and EMA copies) holding a NaN/Inf parameter or buffer."""
+        bad = []
+        for kind, nets in (("", self.method.nets), ("EMA ", self.method.ema)):
+            for name, net in nets.items():
+                tensors = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+                if tensors and not torch.stack([t.detach().isfinite().all() for t in tensors]).all():
+                    bad.append(kind + name)
+        return bad
+
     def save(self, path: Path) -> None:
-        if self.ctx.is_main:
-            save_checkpoint(self.state_dict(), path)
+        """Write the trainer's state to ``path``; refused (TrainingDiverged) when a weight is NaN/Inf, so a
+        finite checkpoint is never replaced by a broken one."""
+        if not self.ctx.is_main:
+            return
+        bad = self.non_finite_weights()
+        if bad:
+            raise TrainingDiverged(
+                f"the weights of {', '.join(bad)} became NaN/Inf by step {self.phase_step} ({self.phase.name}); "
+                f"training stopped without writing {path.name}. {self.kept_checkpoint()} "
+                "Try a lower learning rate (optim.g_lr / optim.d_lr) or a gradient penalty."
+            )
+        save_checkpoint(self.state_dict(), path)
+
+    def kept_checkpoint(self) -> str:
+        """What a divergence message can promise about the checkpoint on disk."""
+        last = self.ctx.run_dir / "checkpoints" / "last.pt" if self.ctx.run_dir is not None else None
+        if last is not None and last.is_file():
+            return f"The last good checkpoint is kept: {last}."
+        return "No checkpoint had been written yet."
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------------
@@ -217,11 +253,10 @@ class DivergenceGuard(Callback):
             names = list(event.losses)
             name = names[int(bad.nonzero()[0])] if bad.any() else "(another rank)"
             value = event.losses[name].item() if bad.any() else "NaN/Inf"
-            where = trainer.ctx.run_dir / "checkpoints" if trainer.ctx.run_dir else "the run folder"
             raise TrainingDiverged(
-                f"loss {name} became {value} at step {event.step} ({event.phase.name}); training stopped, "
-                f"the last good checkpoint is kept in {where}. "
-                f"Try a lower learning rate (optim.g_lr / optim.d_lr) or a gradient penalty."
+                f"loss {name} became {value} at step {event.step} ({event.phase.name}); training stopped. "
+                f"{trainer.kept_checkpoint()} Try a lower learning rate (optim.g_lr / optim.d_lr) or a gradient "
+                "penalty."
             )
 
 

@@ -4,9 +4,15 @@
   reduction of the official TensorFlow code (spec section 7), in softmax, sigmoid and focal forms.
 - Cost-sensitive cross-entropy with inverse-frequency weights (the seeds' "CS").
 - Softmax focal loss (Lin et al. 2017) as a multi-class baseline.
-- LDAM loss with deferred re-weighting (Cao et al., NeurIPS 2019).
+- LDAM loss with deferred re-weighting (Cao et al., NeurIPS 2019), and plain cross-entropy with the same
+  deferred re-weighting ("CE-DRW").
+- Logit-adjusted loss (Menon et al., ICLR 2021) and Balanced Softmax (Ren et al., NeurIPS 2020).
 
-All losses take raw logits (N, C) and int64 labels (N,).
+All losses take raw logits (N, C) and int64 labels (N,). Each takes optional per-sample weights
+``sample_weight`` (N,): a sample of weight s counts as s copies of itself, i.e. its term is multiplied
+by s and the batch normaliser counts it s times (``sum_i s_i t_i / sum_i s_i d_i``, where t_i is the
+sample's term and d_i its share of the normaliser: 1, or w[y_i] for the weighted means). With all
+weights 1 (or ``None``) every loss is exactly its unweighted form.
 """
 
 from __future__ import annotations
@@ -17,6 +23,17 @@ import torch
 import torch.nn.functional as F
 
 CB_LOSS_TYPES = ("softmax", "sigmoid", "focal")
+
+
+def _reduce(terms: torch.Tensor, sample_weight: torch.Tensor | None, norm: torch.Tensor | None = None) -> torch.Tensor:
+    """sum_i s_i t_i / sum_i s_i d_i, with d_i = ``norm`` (default 1) and s_i = ``sample_weight`` (default 1)."""
+    d = torch.ones_like(terms) if norm is None else norm
+    if sample_weight is None:
+        return terms.sum() / d.sum()
+    s = sample_weight.to(terms.device, terms.dtype)
+    if s.shape != terms.shape:
+        raise ValueError(f"sample_weight must have shape {tuple(terms.shape)}, got {tuple(s.shape)}")
+    return (s * terms).sum() / (s * d).sum()
 
 
 def _counts_tensor(counts: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -52,14 +69,23 @@ def inverse_frequency_weights(counts: Sequence[int] | torch.Tensor) -> torch.Ten
     return (w * len(n) / w.sum()).float()
 
 
-def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Plain cross-entropy, mean over the batch (with optional per-sample weights)."""
+    return _reduce(F.cross_entropy(logits, labels, reduction="none"), sample_weight)
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean over the batch of w[y_i] * CE(z_i, y_i) (TensorFlow's SUM_BY_NONZERO_WEIGHTS reduction).
 
     This is what the class-balanced loss code computes. It is *not* ``F.cross_entropy(weight=w)``,
     whose mean divides by sum_i w[y_i] instead of the batch size.
     """
     ce = F.cross_entropy(logits, labels, reduction="none")
-    return (weights.to(logits.device, logits.dtype)[labels] * ce).mean()
+    return _reduce(weights.to(logits.device, logits.dtype)[labels] * ce, sample_weight)
 
 
 def _sigmoid_terms(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +100,7 @@ def class_balanced_loss(
     weights: torch.Tensor,
     loss_type: str = "softmax",
     gamma: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class-balanced loss with the reduction of the official code (spec section 7).
 
@@ -89,18 +116,23 @@ def class_balanced_loss(
             f"class-balanced loss type {loss_type!r} is unknown; use one of {', '.join(CB_LOSS_TYPES)}"
         )
     if loss_type == "softmax":
-        return weighted_cross_entropy(logits, labels, weights)
+        return weighted_cross_entropy(logits, labels, weights, sample_weight)
     onehot, bce = _sigmoid_terms(logits, labels)
     if loss_type == "focal" and gamma != 0:
         # log(1 + exp(-z)) as softplus(-z): the official code's log1p(exp(-z)) overflows for z << 0
         modulator = torch.exp(-gamma * onehot * logits - gamma * F.softplus(-logits))
         bce = modulator * bce
-    sample_w = weights.to(logits.device, logits.dtype)[labels].unsqueeze(1)
-    return (sample_w * bce).sum() / onehot.sum()
+    class_w = weights.to(logits.device, logits.dtype)[labels]
+    # the normaliser is the number of positive labels: one per sample
+    return _reduce(class_w * bce.sum(dim=1), sample_weight, onehot.sum(dim=1))
 
 
 def focal_loss(
-    logits: torch.Tensor, labels: torch.Tensor, gamma: float = 1.0, weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    gamma: float = 1.0,
+    weights: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax focal loss: mean over the batch of w[y_i] (1 - p_{i,y_i})^gamma CE(z_i, y_i).
 
@@ -114,7 +146,7 @@ def focal_loss(
     loss = (1.0 - p) ** gamma * ce
     if weights is not None:
         loss = weights.to(logits.device, logits.dtype)[labels] * loss
-    return loss.mean()
+    return _reduce(loss, sample_weight)
 
 
 def ldam_margins(counts: Sequence[int] | torch.Tensor, max_margin: float = 0.5) -> torch.Tensor:
@@ -132,6 +164,7 @@ def ldam_loss(
     margins: torch.Tensor,
     scale: float = 30.0,
     weights: torch.Tensor | None = None,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """LDAM loss: cross-entropy of s * (z - m_y 1_y), the true-class logit lowered by its class margin.
 
@@ -142,8 +175,18 @@ def ldam_loss(
     margins = margins.to(logits.device, logits.dtype)
     onehot = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
     adjusted = logits - onehot * margins[labels].unsqueeze(1)
-    w = None if weights is None else weights.to(logits.device, logits.dtype)
-    return F.cross_entropy(scale * adjusted, labels, weight=w)
+    return _weighted_mean_ce(scale * adjusted, labels, weights, sample_weight)
+
+
+def _weighted_mean_ce(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, sample_weight: torch.Tensor | None
+) -> torch.Tensor:
+    """PyTorch's ``F.cross_entropy(weight=w)``: sum_i w[y_i] CE_i / sum_i w[y_i] (with sample weights)."""
+    ce = F.cross_entropy(logits, labels, reduction="none")
+    if weights is None:
+        return _reduce(ce, sample_weight)
+    w = weights.to(logits.device, logits.dtype)[labels]
+    return _reduce(w * ce, sample_weight, w)
 
 
 def drw_weights(
@@ -157,3 +200,59 @@ def drw_weights(
     if not 0.0 <= start <= 1.0:
         raise ValueError(f"DRW start={start} must be a fraction of training in [0, 1]")
     return class_balanced_weights(counts, beta if progress >= start else 0.0)
+
+
+def drw_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    counts: Sequence[int] | torch.Tensor,
+    progress: float,
+    start: float = 0.8,
+    beta: float = 0.9999,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CE-DRW: cross-entropy, re-weighted with :func:`drw_weights` once ``progress`` reaches ``start``.
+
+    The "CE + DRW" row of the LDAM-DRW paper: the same schedule and the same weighted mean
+    (``F.cross_entropy(weight=w)``) as LDAM-DRW, on plain logits.
+    """
+    return _weighted_mean_ce(logits, labels, drw_weights(counts, progress, start, beta), sample_weight)
+
+
+def log_priors(counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """log(n_c / sum n) as float32 (C,): the log class priors of the training data."""
+    n = _counts_tensor(counts)
+    return torch.log(n / n.sum()).float()
+
+
+def logit_adjusted_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    counts: Sequence[float] | torch.Tensor,
+    tau: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logit-adjusted loss (Menon et al. 2021, eq. 10): CE(z_i + tau * log pi, y_i), mean over the batch.
+
+    pi are the training priors n_c / N. The network's own logits z are then the balanced scores: predict
+    with argmax z (no adjustment at test time).
+    """
+    if tau < 0:
+        raise ValueError(f"logit adjustment tau={tau} must be >= 0 (the paper uses 1)")
+    adjusted = logits + tau * log_priors(counts).to(logits.device, logits.dtype)
+    return _reduce(F.cross_entropy(adjusted, labels, reduction="none"), sample_weight)
+
+
+def balanced_softmax_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    counts: Sequence[float] | torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Balanced Softmax (Ren et al. 2020, eq. 4): CE of the softmax n_y exp(z_y) / sum_j n_j exp(z_j).
+
+    That is CE(z_i + log n, y_i); it equals the logit-adjusted loss with tau = 1 (log n and log pi
+    differ by a constant, which softmax ignores). Predict with argmax z.
+    """
+    log_n = torch.log(_counts_tensor(counts)).to(logits.device, logits.dtype)
+    return _reduce(F.cross_entropy(logits + log_n, labels, reduction="none"), sample_weight)

@@ -19,6 +19,16 @@ _MODULES = {
 }
 
 
+def register_method(name: str, module: str, cls: str) -> None:
+    """Add a recipe living outside tailgan (a plug-in, or a test's toy recipe) to the registry."""
+    _MODULES[name] = (module, cls)
+
+
+def unregister_method(name: str) -> None:
+    """Remove a recipe added with ``register_method``."""
+    _MODULES.pop(name, None)
+
+
 def method_names() -> list[str]:
     return list(_MODULES)
 
@@ -34,7 +44,7 @@ def all_presets() -> dict[str, dict]:
     """Every preset of every method: name -> config dict (with 'method')."""
     out: dict[str, dict] = {}
     for module, _ in _MODULES.values():
-        out.update(importlib.import_module(module).PRESETS)
+        out.update(getattr(importlib.import_module(module), "PRESETS", {}))
     return out
 
 
@@ -42,6 +52,8 @@ def resolve_preset(name: str) -> dict:
     """A method or preset name -> the preset's config dict (a method name gives its default preset)."""
     if name in _MODULES:
         module = importlib.import_module(_MODULES[name][0])
+        if not getattr(module, "PRESETS", None):  # a recipe without presets: its defaults
+            return {"method": name}
         return dict(module.PRESETS[module.DEFAULT_PRESET], preset=module.DEFAULT_PRESET)
     presets = all_presets()
     if name in presets:

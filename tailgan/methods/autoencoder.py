@@ -161,7 +161,7 @@ def pretrain_key(method: Any, data: Any, extra: dict | None = None) -> dict:
         "image": [method.img_channels, method.img_size],
         "model": {"arch": cfg.model.arch, "z_dim": cfg.model.z_dim, "conv_dim": cfg.model.conv_dim},
         "seed": cfg.seed,
-        "amp": cfg.amp,
+        "precision": method.precision.name,
         "epochs": o.pretrain_epochs,
         "batch_size": pretrain_batch_size(method),
         "lr": o.pretrain_lr or cfg.optim.g_lr,
@@ -238,10 +238,7 @@ class AutoencoderPretraining:
         x, y = batches.next("pretrain")
         with self.autocast():
             parts = self.ae_loss(x, y, self.pretrain_noise)
-        opt = self.optimizers["pretrain"]
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        opt.step()
+        self.optimizer_step(self.optimizers["pretrain"], parts["loss"])  # identical on every rank: no sync
         return {f"pretrain/{k}": v.detach() for k, v in parts.items()}
 
     def pretrain_record(self, data: Any, record: dict) -> dict:

@@ -157,7 +157,8 @@ class BAGANGP(AutoencoderPretraining, Method):
             loss = adv
             if cfg.loss.gp_weight > 0:
                 critic = lambda x, y=y_r: D(x, y)["adv"]  # noqa: E731 - interpolates carry the real labels
-                gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
+                with self.penalty_autocast():
+                    gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
                 loss = loss + cfg.loss.gp_weight * gp
                 logs["d_gp"] = gp.detach()
             self.update("D", loss, ["D"])

@@ -76,11 +76,13 @@ class Method:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.ema: dict[str, nn.Module] = {}
+        self.precision = self.ctx.precision
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision.needs_scaler else None
         self.build()
         for net in self.nets.values():
-            net.to(self.device)
+            self.precision.module(net.to(self.device))
         for net in self.ema.values():
-            net.to(self.device).eval().requires_grad_(False)
+            self.precision.module(net.to(self.device)).eval().requires_grad_(False)
 
     # -- declared by recipes --------------------------------------------------------------------------------
     def build(self) -> None:
@@ -144,6 +146,14 @@ class Method:
         return self.generate(z, labels).cpu(), per_class
 
     # -- shared machinery -----------------------------------------------------------------------------------
+    def set_learning_rates(self, changed: dict[str, float]) -> None:
+        """Apply ``optim.g_lr`` / ``optim.d_lr`` changed on resume to the G / D optimizers (their loaded
+        state holds the old rates)."""
+        for key, name in (("optim.g_lr", "G"), ("optim.d_lr", "D")):
+            if key in changed and name in self.optimizers:
+                for group in self.optimizers[name].param_groups:
+                    group["lr"] = changed[key]
+
     def extra_state(self) -> dict:
         """State beyond networks/optimizers/generator that a resumed run needs (pools, EMAs of losses)."""
         return {}
@@ -155,10 +165,12 @@ class Method:
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
 
     def autocast(self):
-        """bf16 autocast where asked for and supported; otherwise nothing."""
-        if getattr(self.cfg, "amp", False):
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        """The run's autocast (bf16 / fp16 forward passes on the fast path; nothing in fp32)."""
+        return self.precision.autocast()
+
+    def penalty_autocast(self):
+        """The gradient penalty's context: fp32 (see ``tailgan.nets.precision``) unless ``loss.gp_autocast``."""
+        return self.autocast() if getattr(self.cfg.loss, "gp_autocast", False) else nullcontext()
 
     def uniform_labels(self, n: int) -> torch.Tensor:
         """Labels drawn uniformly over every class (the original hard-coded 10 classes; this does not)."""
@@ -169,12 +181,22 @@ class Method:
 
     def update(self, opt_name: str, loss: torch.Tensor, nets: list[str]) -> None:
         """zero_grad, backward, average gradients over ranks, optimizer step."""
-        opt = self.optimizers[opt_name]
+        params = [p for n in nets for p in self.nets[n].parameters() if p.requires_grad] if self.world_size > 1 else []
+        self.optimizer_step(self.optimizers[opt_name], loss, params)
+
+    def optimizer_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, sync: list[nn.Parameter] = ()) -> None:
+        """zero_grad, backward, average the gradients of ``sync`` over ranks, step (scaled under fp16)."""
         opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # fp16 on CUDA: scale the loss so small gradients do not underflow
+            loss = self.scaler.scale(loss)
         loss.backward()
-        if self.world_size > 1:
-            self._all_reduce_grads([p for n in nets for p in self.nets[n].parameters() if p.requires_grad])
-        opt.step()
+        if sync:
+            self._all_reduce_grads(list(sync))
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
 
     def _all_reduce_grads(self, params: list[nn.Parameter]) -> None:
         # one flat all-reduce: works with any number of forward passes and with double backward (GP),

@@ -58,7 +58,8 @@ class ConditionalGAN(Method):
                     loss = loss + cfg.loss.cond_lambda * cond
             if cfg.loss.gp_weight > 0:
                 critic = lambda x, y=y_r: D(x, y)["adv"]  # noqa: E731
-                gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
+                with self.penalty_autocast():
+                    gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
                 loss = loss + cfg.loss.gp_weight * gp
                 logs["d_gp"] = gp.detach()
             self.update("D", loss, ["D"])

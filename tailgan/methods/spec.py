@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import torch
 
+from tailgan.nets.precision import Precision
+
 
 @dataclass(frozen=True)
 class StreamSpec:
@@ -83,7 +85,8 @@ class RunContext:
 
     ``run_dir`` is None when a recipe is only loaded for sampling. ``log(record)`` writes a log record
     (rank 0). ``evaluator()`` returns the run's feature extractor for evaluation (trained and cached on first
-    use) where the caller provides one.
+    use) where the caller provides one. ``precision`` is how the recipe's networks run (autocast dtype,
+    memory format).
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -93,6 +96,7 @@ class RunContext:
     cache_dir: Path | None = None
     log: Callable[[dict], None] = lambda record: None
     evaluator: Callable[[], Any] | None = None
+    precision: Precision = field(default_factory=Precision)  # fp32 unless the engine resolved a fast path
 
     @property
     def is_main(self) -> bool:

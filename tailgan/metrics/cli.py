@@ -6,14 +6,23 @@ import argparse
 import json
 from pathlib import Path
 
+from tailgan.data import load_data, load_image_folder, resolve_data_config
+from tailgan.engine import load_generator, load_run_config
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_text
+from tailgan.metrics.evaluate import compare_images, evaluate, format_table
+from tailgan.metrics.evaluator import (
+    EvaluatorConfig,
+    evaluator_data_config,
+    evaluator_dir,
+    get_evaluator,
+    load_evaluator_from,
+    train_evaluator,
+)
 
 
 def _load_folder(directory: str, resolution: int | None, channels: int | None, classes: list[str] | None = None):
     """``DIR/<class>/*`` (or ``DIR/train/<class>/*``, the layout ``tailgan sample`` writes) as an ImageSet."""
-    from tailgan.data import load_image_folder
-
     path = Path(directory)
     if not path.is_dir():
         raise TailganError(f"image folder {path} does not exist")
@@ -39,9 +48,6 @@ def _write_eval(run: Path, step: int, checkpoint: str, result: dict) -> Path:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tailgan.data import load_data, resolve_data_config
-    from tailgan.metrics.evaluate import compare_images, evaluate, format_table
-
     folders = args.real is not None or args.fake is not None
     if folders and (args.real is None or args.fake is None):
         raise TailganError("compare two folders with both --real DIR and --fake DIR")
@@ -52,8 +58,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     feature = args.feature
     if args.evaluator:
-        from tailgan.metrics.evaluator import load_evaluator_from
-
         if feature == "inception":
             raise TailganError("--evaluator gives the evaluator features; drop --feature inception")
         feature = load_evaluator_from(args.evaluator, args.device)
@@ -77,11 +81,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result.update(real=str(args.real), fake=str(args.fake))
         print(format_table(result))
     else:
-        from tailgan import load_generator
-
         run = Path(args.run)
         g = load_generator(run, checkpoint=args.checkpoint, device=args.device)
+        g.require_images("tailgan eval")
         data = load_data(g.data_config, root=args.root) if args.root else load_data(g.data_config)
+        if (feature or "evaluator") == "evaluator":  # the evaluator at the run's pixels, trained on first use
+            feature = get_evaluator(data.config, device=args.device)
         result = evaluate(
             g, data, metrics=args.metrics or "all", ref=args.ref, n=args.n, extractor=feature or "evaluator", **common
         )
@@ -94,17 +99,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluator_train(args: argparse.Namespace) -> int:
-    from tailgan.data import load_data, resolve_data_config
-    from tailgan.metrics.evaluator import (
-        EvaluatorConfig,
-        evaluator_data_config,
-        evaluator_dir,
-        load_evaluator_from,
-        train_evaluator,
-    )
-
     overrides = {k: v for k, v in (("resolution", args.resolution), ("channels", args.channels)) if v is not None}
-    config = evaluator_data_config(resolve_data_config(args.data, args.root, **overrides))
+    if args.for_run:  # the source and pixels of a training run
+        if args.data:
+            raise TailganError("give either a dataset or --for RUN, not both")
+        run_data = load_run_config(args.for_run).data
+        root = args.root or run_data.root
+        config = evaluator_data_config(run_data.replace(root=root, **overrides))
+    elif args.data:
+        config = evaluator_data_config(resolve_data_config(args.data, args.root, **overrides))
+    else:
+        raise TailganError("say which evaluator to train: a dataset (e.g. tailgan evaluator train mnist) or --for RUN")
     data = load_data(config)
     cfg = EvaluatorConfig(epochs=args.epochs, seed=args.seed)
     folder = evaluator_dir(data, cfg, args.cache_dir)
@@ -173,7 +178,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluator", help="the classifier behind --feature evaluator")
     esub = e.add_subparsers(dest="evaluator_command", required=True)
     t = esub.add_parser("train", help="train (and cache) the evaluator on a dataset's full, balanced training split")
-    t.add_argument("data", help="source or preset: fashion_mnist, mnist, cifar10, cifar100, digits, folder, ...")
+    t.add_argument(
+        "data", nargs="?", help="source or preset: fashion_mnist, mnist, cifar10, cifar100, digits, folder, ..."
+    )
+    t.add_argument("--for", dest="for_run", metavar="RUN", help="the evaluator at the pixels of this training run")
     t.add_argument("--root", help="folder holding the dataset")
     t.add_argument("--resolution", type=int, help="the run's data.resolution (default: native size)")
     t.add_argument("--channels", type=int, choices=(1, 3), help="the run's data.channels (default: native)")

@@ -42,6 +42,7 @@ from tailgan.errors import TailganError
 from tailgan.metrics import stats
 from tailgan.metrics.evaluator import cache_root, load_evaluator
 from tailgan.metrics.features import FeatureExtractor, InceptionExtractor, extract
+from tailgan.version import __version__
 
 METRICS = ("fid", "kid", "is", "prdc", "ifid", "msssim", "labelacc")
 REFS = ("test", "train-lt")
@@ -86,6 +87,46 @@ def build_extractor(
             raise TailganError("--feature evaluator needs the dataset the evaluator was trained on (--data SOURCE)")
         return load_evaluator(data_config, device=device, cache_dir=cache_dir)
     raise TailganError(f"unknown feature extractor {feature!r}; use 'evaluator' or 'inception'")
+
+
+def extractor_and_classifier(
+    metrics: list[str],
+    extractor: str | FeatureExtractor,
+    data_config: DataConfig | None,
+    device: str | torch.device,
+    inception_weights: str | os.PathLike | None,
+    cache_dir: str | os.PathLike | None,
+    classifier: FeatureExtractor | None,
+) -> tuple[FeatureExtractor, FeatureExtractor | None]:
+    """The feature extractor, and the classifier behind label accuracy (``classifier``, else the evaluator)."""
+    ext = build_extractor(extractor, data_config, device, inception_weights, cache_dir)
+    if "labelacc" not in metrics:
+        return ext, None
+    clf = classifier or (
+        ext if ext.name == "evaluator" else build_extractor("evaluator", data_config, device, cache_dir=cache_dir)
+    )
+    return ext, clf.to(device).eval()
+
+
+def result_document(
+    metrics: list[str], ext: FeatureExtractor, clf: FeatureExtractor | None, real: Any, fake: Any, seed: int,
+    settings: dict, body: dict, t0: float, **fields: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The JSON document of an evaluation: what was measured with what, the figures, versions and time."""
+    return {
+        **fields,
+        "metrics": metrics,
+        "extractor": ext.name,
+        "extractor_info": ext.info,
+        "classifier": clf.info if clf is not None else None,
+        "num_real": len(real),
+        "num_fake": len(fake),
+        "seed": seed,
+        "settings": settings,
+        **body,
+        "versions": versions(),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 @dataclass
@@ -339,8 +380,6 @@ def versions() -> dict[str, str]:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             if pkg == "tailgan":
-                from tailgan import __version__
-
                 out[pkg] = __version__
     return out
 
@@ -374,6 +413,8 @@ def evaluate(
     """
     t0 = time.perf_counter()
     metrics = parse_metrics(metrics)
+    if hasattr(generator, "require_images"):
+        generator.require_images("evaluation")
     if ref not in REFS:
         raise TailganError(f"unknown reference {ref!r}; use 'test' (balanced test split) or 'train-lt'")
     num_classes = getattr(generator, "num_classes", data.num_classes)
@@ -384,13 +425,13 @@ def evaluate(
         raise TailganError(
             f"{data.config.source} has no {'test' if ref == 'test' else 'training'} images; use the other --ref"
         )
-    ext = build_extractor(extractor, data.config, device, inception_weights, cache_dir)
-    clf = None
-    if "labelacc" in metrics:
-        clf = classifier or (
-            ext if ext.name == "evaluator" else build_extractor("evaluator", data.config, device, cache_dir=cache_dir)
-        )
-        clf = clf.to(device).eval()
+    ext, clf = extractor_and_classifier(
+        metrics, extractor, data.config, device, inception_weights, cache_dir, classifier
+    )
+    settings = dict(
+        is_splits=is_splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, prdc_k=prdc_k,
+        msssim_pairs=msssim_pairs,
+    )  # fmt: skip
     tag = f"{data.manifest['fingerprint']}/{'test' if ref == 'test' else 'train'}"
     features, logits = reference_features(ext, reference, tag, device, batch_size, cache_dir)
     real = ImageFeatures(features, logits, reference.labels)
@@ -406,42 +447,11 @@ def evaluate(
     fake = _fake_features(
         generator, labels, ext, clf, tuple(reference.images.shape[1:]), seed, device, batch_size, msssim_per_class
     )
-    body = score(
-        real,
-        fake,
-        metrics,
-        data.classes,
-        is_splits=is_splits,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        prdc_k=prdc_k,
-        msssim_pairs=msssim_pairs,
-        seed=seed,
-    )
-    return {
-        "dataset": data.config.preset or data.config.source,
-        "fingerprint": data.manifest["fingerprint"],
-        "ref": ref,
-        "metrics": metrics,
-        "extractor": ext.name,
-        "extractor_info": ext.info,
-        "classifier": clf.info if clf is not None else None,
-        "num_real": len(real),
-        "num_fake": len(fake),
-        "seed": seed,
-        "n": n,
-        "settings": {
-            "is_splits": is_splits,
-            "kid_subsets": kid_subsets,
-            "kid_subset_size": kid_subset_size,
-            "prdc_k": prdc_k,
-            "msssim_pairs": msssim_pairs,
-            "gen_chunk": GEN_CHUNK,
-        },
-        **body,
-        "versions": versions(),
-        "seconds": time.perf_counter() - t0,
-    }
+    body = score(real, fake, metrics, data.classes, seed=seed, **settings)
+    return result_document(
+        metrics, ext, clf, real, fake, seed, {**settings, "gen_chunk": GEN_CHUNK}, body, t0,
+        dataset=data.config.preset or data.config.source, fingerprint=data.manifest["fingerprint"], ref=ref, n=n,
+    )  # fmt: skip
 
 
 def compare_images(
@@ -475,13 +485,13 @@ def compare_images(
             f"real images are {tuple(real.images.shape[1:])} but fake ones "
             f"{tuple(fake.images.shape[1:])}; bring them to one size"
         )
-    ext = build_extractor(extractor, data_config, device, inception_weights, cache_dir)
-    clf = None
-    if "labelacc" in metrics:
-        clf = classifier or (
-            ext if ext.name == "evaluator" else build_extractor("evaluator", data_config, device, cache_dir=cache_dir)
-        )
-        clf = clf.to(device).eval()
+    ext, clf = extractor_and_classifier(
+        metrics, extractor, data_config, device, inception_weights, cache_dir, classifier
+    )
+    settings = dict(
+        is_splits=is_splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, prdc_k=prdc_k,
+        msssim_pairs=msssim_pairs,
+    )  # fmt: skip
     sets = []
     msssim_per_class = 2 * msssim_pairs if "msssim" in metrics else 0
     for s in (real, fake):
@@ -496,37 +506,8 @@ def compare_images(
                 )
         x.msssim_images = {c: s.images[i] for c, i in _msssim_picks(s.labels, msssim_per_class, seed).items()}
         sets.append(x)
-    body = score(
-        sets[0],
-        sets[1],
-        metrics,
-        real.classes,
-        is_splits=is_splits,
-        kid_subsets=kid_subsets,
-        kid_subset_size=kid_subset_size,
-        prdc_k=prdc_k,
-        msssim_pairs=msssim_pairs,
-        seed=seed,
-    )
-    return {
-        "metrics": metrics,
-        "extractor": ext.name,
-        "extractor_info": ext.info,
-        "classifier": clf.info if clf is not None else None,
-        "num_real": len(real),
-        "num_fake": len(fake),
-        "seed": seed,
-        "settings": {
-            "is_splits": is_splits,
-            "kid_subsets": kid_subsets,
-            "kid_subset_size": kid_subset_size,
-            "prdc_k": prdc_k,
-            "msssim_pairs": msssim_pairs,
-        },
-        **body,
-        "versions": versions(),
-        "seconds": time.perf_counter() - t0,
-    }
+    body = score(sets[0], sets[1], metrics, real.classes, seed=seed, **settings)
+    return result_document(metrics, ext, clf, real, fake, seed, settings, body, t0)
 
 
 COLUMNS = (

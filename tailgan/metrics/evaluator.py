@@ -254,23 +254,51 @@ def evaluator_folder(
     return _evaluator_dir(bal.source, _balanced_fingerprint(bal), cfg or EvaluatorConfig(), cache_dir)
 
 
+def find_evaluators(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Every finished cached evaluator for the pixels of ``config``'s source, whatever its training settings
+    (newest first): an evaluator trained with e.g. ``--epochs 3`` is found too."""
+    bal = evaluator_data_config(config)
+    fingerprint = _balanced_fingerprint(bal)
+    found = []
+    for meta_file in (cache_root(cache_dir) / "evaluators").glob(f"{bal.source}-*/evaluator.json"):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("arch") == ARCH and meta.get("fingerprint") == fingerprint:
+            found.append(meta_file.parent)
+    return sorted(found, key=lambda f: (f / "evaluator.json").stat().st_mtime, reverse=True)
+
+
+def train_command(config: DataConfig) -> str:
+    """The ``tailgan evaluator train`` command that trains the evaluator for ``config``'s pixels."""
+    flags = "".join(
+        f" --{k} {v}"
+        for k, v in (("root", config.root), ("resolution", config.resolution), ("channels", config.channels))
+        if v is not None
+    )
+    return f"tailgan evaluator train {config.source}{flags}"
+
+
 def load_evaluator(
     config: DataConfig,
     cfg: EvaluatorConfig | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
 ) -> EvaluatorExtractor:
-    """The cached evaluator for the source of ``config`` (any recipe); a TailganError telling how to train it."""
+    """The cached evaluator for the source of ``config`` (any recipe); a TailganError telling how to train it,
+    or which flag uses an evaluator trained with other settings."""
     folder = evaluator_folder(config, cfg, cache_dir)
     if not (folder / "evaluator.json").is_file():
-        flags = "".join(
-            f" --{k} {v}"
-            for k, v in (("root", config.root), ("resolution", config.resolution), ("channels", config.channels))
-            if v is not None
-        )
+        others = [f for f in find_evaluators(config, cache_dir) if f != folder]
+        if others:
+            raise TailganError(
+                f"the evaluator for {config.source} at these pixels was trained with other settings; "
+                f"use it with `--evaluator {others[0]}`, or train the default one with `{train_command(config)}`"
+            )
         raise TailganError(
             f"no evaluator is trained for {config.source} at these pixels (looked in {folder}); train it once "
-            f"with `tailgan evaluator train {config.source}{flags}` (a few CPU minutes), or use --feature inception"
+            f"with `{train_command(config)}` (a few CPU minutes), or use --feature inception"
         )
     return load_evaluator_from(folder, device)
 
@@ -282,8 +310,16 @@ def get_evaluator(
     cache_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = print,
 ) -> EvaluatorExtractor:
-    """The cached evaluator for ``config``'s source, training (and caching) it first when there is none."""
+    """The cached evaluator for ``config``'s source and pixels, training (and caching) it first when there is
+    none. With ``cfg`` None an evaluator trained with other settings is used when the default one is absent."""
     folder = evaluator_folder(config, cfg, cache_dir)
     if (folder / "evaluator.json").is_file():
         return load_evaluator_from(folder, device)
+    others = find_evaluators(config, cache_dir) if cfg is None else []
+    if others:
+        if log:
+            log(f"using the evaluator in {others[0]} (trained with non-default settings)")
+        return load_evaluator_from(others[0], device)
+    if log:
+        log(f"no evaluator is cached for {config.source} at these pixels; training it once (a few CPU minutes) ...")
     return train_evaluator(load_data(evaluator_data_config(config)), cfg, device, cache_dir, log)

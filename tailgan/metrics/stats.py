@@ -3,8 +3,9 @@
 Every function here takes tensors that were already extracted (see ``tailgan.metrics.features``), so
 the same code serves the evaluator and Inception features, the whole set and one class.
 
-Where torchmetrics computes a figure, it does so here too: the Frechet distance of FID, the
-polynomial-kernel MMD of KID, the Inception Score and MS-SSIM. Written here: feature moments,
+Where torchmetrics computes a figure, it does so here too, through its public metric classes: FID and KID
+(``FrechetInceptionDistance`` / ``KernelInceptionDistance`` with a pass-through "feature extractor", so
+they take features extracted once for every figure), the Inception Score and MS-SSIM. Written here: feature moments,
 KID's seeded subset sampling, precision/recall/density/coverage (no maintained library has them)
 and label accuracy.
 """
@@ -15,11 +16,11 @@ import math
 import warnings
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
-from torchmetrics.image.fid import _compute_fid
+from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import KernelInceptionDistance
 
 # Wang et al.'s five MS-SSIM scale weights (torchmetrics' default betas)
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -35,14 +36,33 @@ def feature_stats(features: Tensor) -> tuple[Tensor, Tensor]:
     return mu, xc.T @ xc / (x.shape[0] - 1)
 
 
+class PrecomputedFeatures(nn.Module):
+    """torchmetrics' FID/KID run a "feature extractor" on what ``update`` gets; this one passes features
+    extracted beforehand through (``num_features`` tells torchmetrics their dimension)."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Frechet distance of two Gaussians (torchmetrics')."""
-    return float(_compute_fid(mu1.double(), sigma1.double(), mu2.double(), sigma2.double()))
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)): the Frechet distance of two Gaussians, with the
+    trace of the square root from the eigenvalues of S1 S2 (as torchmetrics computes it)."""
+    mu1, sigma1, mu2, sigma2 = mu1.double(), sigma1.double(), mu2.double(), sigma2.double()
+    tr_sqrt = torch.linalg.eigvals(sigma1 @ sigma2).sqrt().real.sum()
+    return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * tr_sqrt)
 
 
 def fid(real: Tensor, fake: Tensor) -> float:
-    """Frechet distance between Gaussians fitted to (N, d) real and (M, d) fake features."""
-    return frechet_distance(*feature_stats(real), *feature_stats(fake))
+    """Frechet distance between Gaussians fitted to (N, d) real and (M, d) fake features (torchmetrics' FID)."""
+    real, fake = torch.as_tensor(real).double(), torch.as_tensor(fake).double()
+    metric = FrechetInceptionDistance(feature=PrecomputedFeatures(real.shape[1]), normalize=True).double()
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
 
 
 def kid(
@@ -67,15 +87,17 @@ def kid(
     size = min(subset_size, len(real), len(fake))
     if size < 2:
         raise ValueError(f"KID needs at least 2 real and 2 fake features, got {len(real)} and {len(fake)}")
-    gen = torch.Generator().manual_seed(seed)
-    scores = []
-    for _ in range(subsets):
-        r = real[torch.randperm(len(real), generator=gen)[:size]]
-        f = fake[torch.randperm(len(fake), generator=gen)[:size]]
-        scores.append(poly_mmd(r, f, degree=degree))
-    scores_t = torch.stack(scores)
-    # population std over subsets, as torchmetrics' KernelInceptionDistance reports it
-    return float(scores_t.mean()), float(scores_t.std(unbiased=False))
+    with warnings.catch_warnings():  # "will save all extracted features": they are in memory already
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        metric = KernelInceptionDistance(
+            feature=PrecomputedFeatures(real.shape[1]), subsets=subsets, subset_size=size, degree=degree, normalize=True
+        )
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator: seed it, then restore
+        torch.manual_seed(seed)
+        mean, std = metric.compute()  # std over subsets is the population std
+    return float(mean), float(std)
 
 
 def inception_score(logits: Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:

@@ -1,0 +1,148 @@
+"""The engine's contract: recipes with many networks, class-restricted streams, phases, typed per-network
+optimizers and non-image outputs train through ``tailgan train`` and resume bit for bit."""
+
+
+import pytest
+import torch
+import toy_recipes
+from helpers import flatten_state, read_log
+
+from tailgan.cli import main as cli
+from tailgan.data import load_data
+from tailgan.engine import Callback, DataShape, RunContext, Trainer, build_method, load_generator, make_config
+from tailgan.errors import TailganError
+from tailgan.io import load_checkpoint
+from tailgan.methods import register_method, unregister_method
+
+
+@pytest.fixture(autouse=True)
+def toy_recipes_registered():
+    """The toy recipes are in the registry for these tests only (other files list every real recipe)."""
+    register_method("toy-translate", "toy_recipes", "ToyTranslate")
+    register_method("toy-feature", "toy_recipes", "ToyFeature")
+    yield
+    unregister_method("toy-translate")
+    unregister_method("toy-feature")
+
+SMALL = ["precision=fp32", "optim.batch_size=4", "log_every=1", "ckpt_every=1", "sample_every=2",
+         "data.resolution=8", "data.fit=resize"]  # fmt: skip
+
+
+def run_cli(*args):
+    assert cli([str(a) for a in args]) == 0
+
+
+def state(run):
+    return flatten_state(load_checkpoint(run / "checkpoints" / "last.pt")["method"])
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def test_four_networks_two_streams_and_a_classifier_phase_resume_bit_exact(tmp_path):
+    straight, killed, split = tmp_path / "straight", tmp_path / "killed", tmp_path / "split"
+    train = ["train", "--method", "toy-translate", "--data", "digits_lt", *SMALL]
+    run_cli(*train, "--steps", 4, "--out", straight)
+
+    # N + resume + N inside the main (classifier) phase
+    run_cli(*train, "--steps", 2, "--out", split)
+    run_cli("train", "--resume", split, "--steps", 4)
+    assert_same(state(straight), state(split))
+
+    # a crash inside the first phase, then resume: continues inside that phase
+    toy_recipes.CRASH_AT["translate"] = 3
+    try:
+        assert cli([*train, "--steps", "4", "--out", str(killed)]) == 130  # interrupted
+    finally:
+        toy_recipes.CRASH_AT.clear()
+    mid = load_checkpoint(killed / "checkpoints" / "last.pt")
+    assert mid["phase"] == "translate" and mid["step"] == 2
+    run_cli("train", "--resume", killed, "--steps", 4)
+    assert_same(state(straight), state(killed))
+
+    records = read_log(straight)
+    assert [(r["phase"], r["step"]) for r in records] == [("translate", s) for s in (1, 2, 3)] + [
+        ("classifier", s) for s in (1, 2, 3, 4)
+    ]
+    # per-network optimizer settings are typed, resolved and written to config.yaml
+    cfg = (straight / "config.yaml").read_text()
+    assert "cls_optim:" in cfg and "name: sgd" in cfg and "momentum: 0.9" in cfg
+    ckpt = load_checkpoint(straight / "checkpoints" / "last.pt")
+    assert type_of(ckpt, "C") == "SGD" and type_of(ckpt, "G") == "Adam"
+    assert set(ckpt["method"]["nets"]) == {"G_AB", "G_BA", "D_A", "D_B", "C"}
+
+
+def type_of(ckpt, optimizer):
+    groups = ckpt["method"]["optimizers"][optimizer]["param_groups"][0]
+    return "SGD" if "nesterov" in groups else "Adam"
+
+
+def test_streams_are_restricted_to_their_classes():
+    cfg = make_config("toy-translate", data="digits_lt", overrides=[*SMALL, "options.class_a=3", "options.class_b=7"])
+    data = load_data(cfg.data)
+    m = build_method(cfg, DataShape(10, 1, 8, tuple(data.train.counts())), RunContext())
+    trainer = Trainer(m, data)
+    for _ in range(5):
+        (_, ya), (_, yb) = trainer.batches.next("domain_a"), trainer.batches.next("domain_b")
+        assert set(ya.tolist()) == {3} and set(yb.tolist()) == {7}
+    with pytest.raises(KeyError, match="domain_a, domain_b"):
+        trainer.batches.next("real")
+
+
+def test_unknown_typed_option_is_named_before_data_loads():
+    with pytest.raises(TailganError, match="options.cls_optim.momentun"):
+        make_config("toy-translate", overrides=["options.cls_optim.momentun=0.5"])
+    with pytest.raises(TailganError, match="options.cls_optim.name"):
+        make_config("toy-translate", overrides=["options.cls_optim.name=rmsprop"])
+
+
+def test_translating_recipe_samples_from_a_source_batch(tmp_path):
+    run = tmp_path / "run"
+    run_cli("train", "--method", "toy-translate", "--data", "digits_lt", *SMALL, "--steps", 1, "--out", run)
+    g = load_generator(run)
+    assert g.output.translates
+    with pytest.raises(TailganError, match="translates images"):
+        g.sample(torch.tensor([1, 1]))
+    src = torch.zeros(2, 1, 8, 8)
+    out = g.sample(torch.tensor([0, 1]), source=src)
+    assert out.shape == (2, 1, 8, 8)
+    assert torch.allclose(out[1], g.method.nets["G_AB"](src[1:]).squeeze(0), atol=1e-6)
+
+
+def test_feature_output_trains_and_sample_refuses_it(tmp_path, capsys):
+    run = tmp_path / "feat"
+    run_cli("train", "--method", "toy-feature", "--data", "digits_lt", "--steps", 3, "--out", run,
+            "optim.batch_size=4", "log_every=1", "ckpt_every=3", "sample_every=1")  # fmt: skip
+    assert not (run / "samples").exists()  # no image grid for feature maps
+    g = load_generator(run)
+    assert g.output.kind == "feature" and g.sample(torch.tensor([0, 9]), seed=0).shape == (2, 6, 14, 14)
+    assert cli(["sample", str(run), "--class", "1", "--n", "4", "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "feature maps (6x14x14)" in err and "not images" in err and not (tmp_path / "s").exists()
+
+
+class Count(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_step(self, trainer, event):
+        self.events.append((event.phase.name, event.step, event.last))
+
+
+def test_trainer_steps_one_at_a_time():
+    cfg = make_config("toy-translate", data="digits_lt", overrides=SMALL, steps=2)
+    data = load_data(cfg.data)
+    m = build_method(cfg, DataShape(10, 1, 8, tuple(data.train.counts())), RunContext())
+    seen = Count()
+    trainer = Trainer(m, data, callbacks=[seen])
+    losses = trainer.step()
+    assert set(losses) == {"d_loss", "g_loss"} and all(v.dim() == 0 for v in losses.values())
+    trainer.run()
+    assert seen.events == [("translate", 1, False), ("translate", 2, False), ("translate", 3, True),
+                           ("classifier", 1, False), ("classifier", 2, True)]  # fmt: skip
+    assert trainer.done and trainer.remaining_steps() == 0
+    with pytest.raises(TailganError, match="finished"):
+        trainer.step()
