@@ -9,6 +9,7 @@ only rank 0 writes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from tailgan.config import apply_overrides, from_dict, save_yaml, to_dict
 from tailgan.data import load_data, save_manifest
+from tailgan.data.splits import carve_validation
 from tailgan.engine import (
     Checkpoints,
     DataShape,
@@ -40,7 +42,7 @@ from tailgan.engine import (
 from tailgan.engine.config import resolve_options
 from tailgan.engine.distributed import abort_distributed, finish_distributed
 from tailgan.errors import TailganError
-from tailgan.io import atomic_write_text, load_checkpoint
+from tailgan.io import atomic_write_json, atomic_write_text, load_checkpoint
 from tailgan.metrics import evaluate
 from tailgan.metrics.evaluate import higher_is_better
 from tailgan.metrics.evaluator import cache_root, get_evaluator
@@ -86,7 +88,8 @@ def is_run(folder: Path) -> bool:
 
 
 CHECKPOINTS = ("last.pt", "best.pt")
-WRITTEN = ("config.yaml", "data_manifest.json", "log.jsonl", "tb", "samples", "eval")  # removed on a restart
+# what a run writes; removed when a run that died before its first checkpoint is started again
+WRITTEN = ("config.yaml", "data_manifest.json", "valid_split.json", "log.jsonl", "tb", "samples", "eval")
 # what a resumed run may change: cadence, evaluation, length, learning rates, device
 RESUMABLE = {
     "steps", "log_every", "sample_every", "sample_classes", "ckpt_every", "keep_checkpoints", "eval_every",
@@ -172,9 +175,18 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: di
             lock.release()
 
 
+def hold_out_validation(data, cfg: TrainConfig):
+    """``data`` without the validation split a classifier will select on (``valid_fraction`` > 0), and the
+    split's record; the generator never sees those images."""
+    if not cfg.valid_fraction:
+        return data, None
+    train_part, valid_part, record = carve_validation(data, cfg.valid_fraction, cfg.valid_seed)
+    return dataclasses.replace(data, train=train_part, valid=valid_part), record
+
+
 def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int, world: int, device) -> dict:
     is_main = rank == 0
-    data = load_data(cfg.data)
+    data, split = hold_out_validation(load_data(cfg.data), cfg)
     images = data.train.images
     shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
     precision, note = resolve_precision(cfg.precision, device)
@@ -203,6 +215,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int
         save_yaml(cfg, out / "config.yaml")  # a resume records the settings it changed
         if not resume:
             save_manifest(data.manifest, out / "data_manifest.json")
+            if split is not None:
+                atomic_write_json(out / "valid_split.json", split)
     log = RunLog(out, is_main, cfg.steps)
     ctx.log = log.write
     last = LastRecord()

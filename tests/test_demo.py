@@ -8,7 +8,9 @@ def test_demo_quick(tmp_path, capsys):
     assert cli(["demo", "--out", str(out), "--steps", "2", "--quick"]) == 0
     text = capsys.readouterr().out
     assert "120" in text and "ACSA" in text and "labelacc" in text
-    assert (out / "digits_lt_counts.png").is_file() and (out / "ecogan_run" / "samples" / "step_0000002.png").is_file()
+    assert (out / "digits_lt_counts.png").is_file()
+    assert (out / "bagan_gp_run" / "samples" / "step_0000002.png").is_file()
+    assert (out / "report.html").is_file() and "report:" in text and "best classical" in text
     # a second run replaces its own earlier demo folder
     assert cli(["demo", "--out", str(out), "--steps", "1", "--quick"]) == 0
     (tmp_path / "mine").mkdir()

@@ -146,3 +146,42 @@ def test_trainer_steps_one_at_a_time():
     assert trainer.done and trainer.remaining_steps() == 0
     with pytest.raises(TailganError, match="finished"):
         trainer.step()
+
+
+@pytest.mark.parametrize(
+    "preset, expect",
+    [
+        ("ecogan-dcgan", {"loss.gp_alpha": "normal", "loss.gather_grad": "local", "data.resolution": 64}),
+        ("ecogan-biggan", {"model.shortcut_after_relu": True, "loss.gather_grad": "local"}),
+        ("bagan-gp", {"loss.gp_alpha": "normal", "options.wrong_labels": "any"}),
+        ("ebgan", {"loss.gp_alpha": "normal", "options.wrong_labels": "any"}),
+        ("bagan", {"options.fake_batch": "b", "options.pretrain_decoder_only": True}),
+    ],
+)
+def test_faithful_switch_turns_every_original_behaviour_on(preset, expect):
+    from tailgan.config import to_dict
+
+    def get(cfg, key):
+        node = to_dict(cfg)
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    default, faithful = make_config(preset), make_config(preset, overrides=["faithful=true"])
+    assert faithful.faithful and not default.faithful
+    for key, value in expect.items():
+        assert get(faithful, key) == value and get(default, key) != value, key
+    # an explicit setting still wins over the switch
+    assert make_config(preset, overrides=["faithful=true", "loss.gp_alpha=uniform"]).loss.gp_alpha == "uniform"
+
+
+def test_faithful_switch_on_a_recipe_without_original_code_is_an_error():
+    with pytest.raises(TailganError, match="no original-behaviour options"):
+        make_config("idagan", overrides=["faithful=true"])
+
+
+def test_faithful_biggan_discriminator_reads_relu_x_in_its_shortcut(tmp_path):
+    cfg = make_config("ecogan-biggan", overrides=["faithful=true", "model.conv_dim=8", "model.shared_dim=8"])
+    m = build_method(cfg, DataShape(10, 1, 32, (10,) * 10), RunContext())
+    blocks = [b for b in m.nets["D"].modules() if hasattr(b, "shortcut_after_relu")]
+    assert blocks and all(b.shortcut_after_relu for b in blocks)

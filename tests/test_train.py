@@ -228,3 +228,23 @@ def test_evaluation_during_training_keeps_best(tmp_path):
     assert [r["step"] for r in evals] == [2, 4] and all(0 <= r["labelacc"] <= 1 for r in evals)
     best = load_checkpoint(tmp_path / "r" / "checkpoints" / "best.pt")
     assert best["best"]["value"] == min(r["fid"] for r in evals) and best["step"] == best["best"]["step"]
+
+
+def test_valid_fraction_holds_the_classifiers_validation_split_out_of_gan_training(tmp_path):
+    from tailgan.data import load_data
+    from tailgan.data.splits import carve_validation
+
+    run = tmp_path / "r"
+    run_cli(["train", "--method", "cgan", "--steps", "1", "--out", str(run), *tiny(), "valid_fraction=0.2",
+             "valid_seed=3"])  # fmt: skip
+    g = load_generator(run)
+    _, valid, record = carve_validation(load_data(g.data_config), 0.2, 3)
+    assert g.valid_split == record and record["source"] == "carved"
+    assert json.loads((run / "data_manifest.json").read_text())["counts"] == [120, 92, 71, 55, 43, 33, 25, 20, 15, 12]
+    assert len(valid) == sum(max(1, round(0.2 * n)) for n in [120, 92, 71, 55, 43, 33, 25, 20, 15, 12])
+    from tailgan.train import hold_out_validation
+
+    cfg = make_config("cgan", overrides=["valid_fraction=0.2", "valid_seed=3"])
+    held, rec = hold_out_validation(load_data(cfg.data), cfg)
+    assert rec == record and len(held.train) == 486 - len(valid)
+    assert torch.equal(held.valid.images, valid.images)  # the generator's data is the rest

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from tailgan.config import apply_overrides, bounded, from_dict, load_yaml, merge, to_dict
 from tailgan.data import DataConfig, resolve_data_config
 from tailgan.errors import TailganError
-from tailgan.methods import get_method, resolve_preset
+from tailgan.methods import faithful_overrides, get_method, resolve_preset
 
 DEFAULT_RESOLUTION = 32
 
@@ -28,6 +28,7 @@ class ModelConfig:
     shared_dim: int = 128  # biggan: shared class embedding (32 for div4)
     embed_dim: int = 512  # proxy / embedding head
     attention: bool = True  # biggan: self-attention at 16x16
+    shortcut_after_relu: bool = False  # biggan D: StudioGAN's in-place ReLU feeds relu(x) to the shortcut
 
 
 @dataclass
@@ -41,6 +42,7 @@ class LossConfig:
     m_p: float = bounded(0.98, ge=0, le=1)  # D2D-CE positive margin (m_n = 1 - m_p)
     max_shift: bool = True  # the original code's detached max shifts in ECO / D2D-CE
     gather: bool = True  # under DDP, contrastive losses see every rank's batch
+    gather_grad: Literal["sum", "local"] = "sum"  # "local": StudioGAN's per-rank gradient of the gathered loss
 
 
 @dataclass
@@ -57,11 +59,15 @@ class OptimConfig:
 class TrainConfig:
     method: str = "ecogan"
     preset: str | None = None
+    faithful: bool = False  # every "original behaviour" option of the method at once (README's tables)
     data: DataConfig = field(default_factory=lambda: resolve_data_config("digits_lt"))
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     options: dict[str, Any] = field(default_factory=dict)  # the method's typed Options, resolved by make_config
+    # the classifier's validation split, held out of the generator's data (tailgan.data.splits): 0 = none
+    valid_fraction: float = bounded(0.0, ge=0, le=0.9)
+    valid_seed: int = 0
     steps: int = bounded(2000, ge=1)  # steps of the method's main phase (generator updates for a GAN)
     seed: int = 0
     sampling: Literal["uniform", "balanced"] = "uniform"  # real data: as it is, or class-balanced resampling
@@ -125,6 +131,9 @@ def make_config(
     d["data"] = data_dict
     d = merge(d, {k: v for k, v in fields.items() if v is not None})
     d = apply_overrides(d, overrides or [])
+    if d.get("faithful"):  # the original code's behaviour, under anything the user set explicitly
+        original = faithful_overrides(d.get("preset") or d.get("method", "ecogan"))
+        d = apply_overrides(merge(d, original), overrides or [])
     cfg = from_dict(TrainConfig, d)
     if cfg.data.resolution is None:
         cfg.data.resolution = DEFAULT_RESOLUTION

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ class TrainedGenerator(nn.Module):
         self.run_dir, self.step, self.data_config = run_dir, step, data_config
         self.num_classes, self.img_channels, self.img_size = method.num_classes, method.img_channels, method.img_size
         self.output = method.output
+        # the validation split the run held out of the generator's data (None: it trained on all of it)
+        split_file = Path(run_dir) / "valid_split.json" if run_dir is not None else None
+        has_split = split_file is not None and split_file.is_file()
+        self.valid_split = json.loads(split_file.read_text()) if has_split else None
 
     def require_images(self, what: str) -> None:
         if self.output.kind != "image":

@@ -16,6 +16,8 @@ _MODULES = {
     "bagan": ("tailgan.methods.bagan", "BAGAN"),
     "bagan-gp": ("tailgan.methods.bagan_gp", "BAGANGP"),
     "idagan": ("tailgan.methods.idagan", "IDAGAN"),
+    "dfg": ("tailgan.methods.dfg", "DFG"),
+    "cyclegan-cls": ("tailgan.methods.cyclegan", "CycleGANCls"),
 }
 
 
@@ -46,6 +48,17 @@ def all_presets() -> dict[str, dict]:
     for module, _ in _MODULES.values():
         out.update(getattr(importlib.import_module(module), "PRESETS", {}))
     return out
+
+
+def faithful_overrides(name: str) -> dict:
+    """The config changes that give a preset (or a method's default preset) its original code's behaviour:
+    its module's ``FAITHFUL[preset]``; an error for a recipe that has no documented deviations."""
+    preset = resolve_preset(name).get("preset") or name
+    method = resolve_preset(name)["method"]
+    table = getattr(importlib.import_module(_MODULES[method][0]), "FAITHFUL", {})
+    if preset not in table:
+        raise TailganError(f"faithful=true: {preset!r} has no original-behaviour options (see the README's tables)")
+    return table[preset]
 
 
 def resolve_preset(name: str) -> dict:

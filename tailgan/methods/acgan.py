@@ -20,4 +20,5 @@ PRESETS = {
         "flip": True,
     },
 }
+FAITHFUL = {"acgan": {"model": {"shortcut_after_relu": True}}}  # StudioGAN's in-place ReLU
 DEFAULT_PRESET = "acgan"

@@ -214,3 +214,7 @@ PRESETS = {
     },
 }
 DEFAULT_PRESET = "bagan"
+
+# ECOGAN's port of BAGAN (README's table), switched on by faithful=true: B fakes per D step, and only the
+# decoder learns in pre-training
+FAITHFUL = {"bagan": {"options": {"fake_batch": "b", "pretrain_decoder_only": True}}}

@@ -209,3 +209,9 @@ PRESETS = {
     },
 }
 DEFAULT_PRESET = "bagan-gp"
+
+# the published codes' behaviour (README's table), switched on by faithful=true
+FAITHFUL = {
+    "bagan-gp": {"loss": {"gp_alpha": "normal"}, "options": {"wrong_labels": "any"}},
+    "ebgan": {"loss": {"gp_alpha": "normal"}, "options": {"wrong_labels": "any"}},
+}

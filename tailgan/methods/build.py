@@ -61,4 +61,5 @@ def build_discriminator(
         embed_dim=model.embed_dim,
         num_cls_outputs=num_cls_outputs,
         attention=model.attention,
+        shortcut_after_relu=getattr(model, "shortcut_after_relu", False),
     )

@@ -11,4 +11,5 @@ class CGAN(ConditionalGAN):
 PRESETS = {
     "cgan": {"method": "cgan", "model": {"arch": "biggan"}, "loss": {"adv": "hinge"}, "ema": True, "flip": True},
 }
+FAITHFUL = {"cgan": {"model": {"shortcut_after_relu": True}}}  # StudioGAN's in-place ReLU
 DEFAULT_PRESET = "cgan"

@@ -98,8 +98,9 @@ class ProxyContrastiveGAN(ConditionalGAN):
     def cond_loss(self, out, labels):
         gather = self.cfg.loss.gather and self.world_size > 1
         return type(self).contrastive(
-            out["embed"].float(), out["proxy"].float(), labels, gather=gather, **self.contrastive_kwargs()
-        )
+            out["embed"].float(), out["proxy"].float(), labels, gather=gather,
+            gather_grad=self.cfg.loss.gather_grad, **self.contrastive_kwargs(),
+        )  # fmt: skip
 
 
 def acgan_cond(out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:

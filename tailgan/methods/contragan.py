@@ -20,4 +20,5 @@ PRESETS = {
         "flip": True,
     },
 }
+FAITHFUL = {"contragan": {"model": {"shortcut_after_relu": True}, "loss": {"gather_grad": "local"}}}
 DEFAULT_PRESET = "contragan"

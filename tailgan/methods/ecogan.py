@@ -46,3 +46,11 @@ PRESETS = {
     },
 }
 DEFAULT_PRESET = "ecogan-dcgan"
+
+# the original code's behaviour (README: "Where the original code has a bug"), switched on by faithful=true
+FAITHFUL = {
+    # ECOGAN's Lightning code: GP factor N(0, 1), each rank's gradient of the gathered ECO only, 64 px
+    "ecogan-dcgan": {"loss": {"gp_alpha": "normal", "gather_grad": "local"}, "data": {"resolution": 64}},
+    # the StudioGAN fork: its in-place ReLU feeds relu(x) to D's shortcut, per-rank gathered gradients
+    "ecogan-biggan": {"model": {"shortcut_after_relu": True}, "loss": {"gather_grad": "local"}},
+}

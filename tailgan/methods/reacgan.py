@@ -24,4 +24,5 @@ PRESETS = {
         "flip": True,
     },
 }
+FAITHFUL = {"reacgan": {"model": {"shortcut_after_relu": True}, "loss": {"gather_grad": "local"}}}
 DEFAULT_PRESET = "reacgan"

@@ -31,7 +31,7 @@ def _load_folder(directory: str, resolution: int | None, channels: int | None, c
     return load_image_folder(path, resolution, channels, fit="resize", classes=classes)
 
 
-def _write_eval(run: Path, step: int, checkpoint: str, result: dict) -> Path:
+def write_eval(run: Path, step: int, checkpoint: str, result: dict) -> Path:
     """Merge ``result`` into ``RUN/eval/<step>.json`` under ``results["<ref>/<extractor>"]``."""
     path = run / "eval" / f"{step}.json"
     doc = {"run": str(run), "step": step, "checkpoint": checkpoint, "results": {}}
@@ -92,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
         result.update(run=str(run), checkpoint=args.checkpoint, step=g.step)
         print(format_table(result))
-        print(f"written to {_write_eval(run, g.step, args.checkpoint, result)}")
+        print(f"written to {write_eval(run, g.step, args.checkpoint, result)}")
     if args.out:
         atomic_write_text(args.out, json.dumps(result, indent=1))
     return 0

@@ -1,0 +1,213 @@
+"""The joint CycleGAN + classifier strategies (``cyclegan-aug``, ``cyclegan-alt``) on a binary task.
+
+``tailgan classify --strategy cyclegan-aug`` trains the recipe ``cyclegan-cls`` (``tailgan.methods.cyclegan``)
+in memory on the *training part* of the imbalanced data (the validation split carved from it is never
+seen by the translators or the classifier), and keeps the classifier checkpoint with the best validation
+ACSA, exactly as the other strategies do; the caller scores it on the real test set.
+
+Budget, so the table compares like with like: the classifier makes the same number of optimizer updates
+as every other strategy (``resolve_steps``: ``epochs`` passes over the real training part), with the same
+optimizer, learning rate, warm-up + cosine schedule and weight decay; the CycleGAN gets
+``joint_gan_steps`` updates before the classifier starts (``aug``: the whole CycleGAN phase; ``alt``: its
+warm-up; in ``alt`` every classifier update is paired with one more CycleGAN update). Each update draws
+``joint_batch_size`` real images of each class, so a classifier batch holds 4 x that many images (real A,
+real B, G_BA(B) labelled A, G_AB(A) labelled B).
+
+:func:`binary_pair` makes the binary task from any dataset: two of its classes, relabelled 0 and 1, with
+chosen training counts and the two classes' test images untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tailgan.data import ImageSet, LongTailedData
+from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method, make_config
+from tailgan.engine.trainer import Callback, StepEvent
+from tailgan.errors import TailganError
+from tailgan.nets.precision import resolve_precision
+
+JOINT_MODES = {"cyclegan-aug": "aug", "cyclegan-alt": "alt"}
+
+
+def _pick(labels: torch.Tensor, c: int, n: int | None, seed: int, what: str) -> torch.Tensor:
+    idx = torch.nonzero(labels == c, as_tuple=True)[0]
+    if n is None:
+        return idx
+    if n < 1 or n > len(idx):
+        raise TailganError(f"{what}: class {c} has {len(idx)} images, cannot keep {n}")
+    # a seeded choice, kept in dataset order (so a smaller count is a subset of a larger one)
+    perm = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed * 100_003 + c))
+    return idx[perm[:n].sort().values]
+
+
+def binary_pair(
+    data: LongTailedData, classes: Sequence[int], counts: Sequence[int] | None = None, seed: int = 0
+) -> LongTailedData:
+    """The binary task of classes ``(c0, c1)`` of ``data``: relabelled 0 and 1 (in the order given), with
+    ``counts`` = (n0, n1) training images (a seeded choice of the class's images; None keeps all) and every
+    test image of the two classes. The manifest records the pair, the counts and the kept indices."""
+    classes = [int(c) for c in classes]
+    if len(classes) != 2 or classes[0] == classes[1]:
+        raise TailganError(f"--pair {classes}: give two different class indices, e.g. --pair 7,9")
+    bad = [c for c in classes if not 0 <= c < data.num_classes]
+    if bad:
+        raise TailganError(f"--pair: class {bad[0]} is not a class of this dataset (0..{data.num_classes - 1})")
+    if counts is not None and len(counts) != 2:
+        raise TailganError(f"--pair-counts {list(counts)}: give two counts, e.g. 6000,50")
+
+    def cut(images: ImageSet, ns: Sequence[int | None], what: str) -> tuple[ImageSet, list[list[int]]]:
+        parts = [_pick(images.labels, c, n, seed, what) for c, n in zip(classes, ns)]
+        idx = torch.cat(parts)
+        labels = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+        names = [images.classes[c] for c in classes]
+        return ImageSet(images.images[idx], labels, names), [p.tolist() for p in parts]
+
+    train, kept = cut(data.train, counts if counts is not None else (None, None), "--pair-counts")
+    test, _ = cut(data.test, (None, None), "test split")
+    valid = cut(data.valid, (None, None), "validation split")[0] if data.valid is not None else None
+    manifest = {
+        **data.manifest,
+        "pair": classes,
+        "pair_counts": train.counts(),
+        "pair_seed": seed,
+        "pair_kept_indices": kept,
+        "fingerprint": f"{data.manifest.get('fingerprint')}-pair{classes[0]}-{classes[1]}-{train.counts()}-s{seed}",
+    }
+    return LongTailedData(train, test, valid, data.config, manifest)
+
+
+class _Selection(Callback):
+    """In the main phase: sets the classifier's learning rate by the shared schedule before each update and,
+    at the evaluation steps, keeps the classifier state with the best validation ACSA."""
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        steps: int,
+        schedule: Callable[[int], float],
+        evaluate: Callable[[nn.Module], float] | None,
+        eval_at: set[int],
+    ) -> None:
+        self.c, self.opt, self.lr, self.steps, self.schedule = classifier, optimizer, lr, steps, schedule
+        self.evaluate, self.eval_at = evaluate, eval_at
+        self.best = {"acsa": -1.0, "step": 0, "state": None}
+        self.history: list[dict] = []
+
+    def set_lr(self, k: int) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr * self.schedule(k)
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+        if not event.phase.main:
+            return
+        self.set_lr(event.step)  # the next update is the (step + 1)-th: LambdaLR's factor(step)
+        if self.evaluate is not None and event.step in self.eval_at:
+            acsa = self.evaluate(self.c)
+            loss = event.losses.get("c_loss")
+            self.history.append({"step": event.step, "loss": None if loss is None else float(loss), "valid_acsa": acsa})
+            if acsa > self.best["acsa"]:
+                self.best = {"acsa": acsa, "step": event.step, "state": copy.deepcopy(self.c.state_dict())}
+
+
+def joint_recipe_options(
+    mode: str, cfg: Any, counts: Sequence[int], steps: int, seed: int, device: str | torch.device
+) -> list[str]:
+    """The ``cyclegan-cls`` overrides a classify config implies (the user's ``joint_options`` come last)."""
+    a, b = int(np.argmax(counts)), int(np.argmin(counts))
+    opt_name = "adamw" if cfg.optimizer == "adam" else "sgd"
+    options = [
+        f"options.mode={mode}", f"options.class_a={a}", f"options.class_b={b}", f"options.classifier={cfg.arch}",
+        f"options.cls_optim.name={opt_name}", f"options.cls_optim.lr={cfg.lr}",
+        f"options.cls_optim.momentum={cfg.momentum}", "options.cls_optim.nesterov=true",
+        f"options.cls_optim.weight_decay={cfg.weight_decay}", f"optim.batch_size={cfg.joint_batch_size}",
+        f"precision={cfg.precision}", f"seed={seed}", f"device={device}",
+    ]  # fmt: skip
+    if mode == "aug":
+        options.append(f"options.cyclegan_steps={cfg.joint_gan_steps}")
+    else:
+        options += [f"options.gan_warmup={cfg.joint_gan_steps}", "options.cls_warmup=0"]
+    return options + list(cfg.joint_options)
+
+
+def train_joint(
+    real: ImageSet,
+    valid: ImageSet,
+    strategy: str,
+    cfg: Any,
+    steps: int,
+    seed: int,
+    data: LongTailedData,
+    device: str | torch.device = "cpu",
+    *,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    eval_at: set[int] = frozenset(),
+    lr_factor: Callable[[int, int, float], float] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, dict]:
+    """Train ``cyclegan-cls`` in mode ``aug`` / ``alt`` on ``real`` (binary); returns the classifier (the
+    best-on-``evaluate`` checkpoint when ``evaluate`` is given, else the last) in eval mode and a record.
+
+    ``evaluate(model) -> validation ACSA`` runs at the main-phase steps ``eval_at``; ``lr_factor(step, total,
+    warmup)`` is the classifier's learning-rate schedule (default: constant).
+    """
+    if strategy not in JOINT_MODES:
+        raise TailganError(f"unknown joint strategy {strategy!r}; use one of {', '.join(JOINT_MODES)}")
+    if real.num_classes != 2:
+        raise TailganError(
+            f"strategy {strategy} needs a binary task, the data has {real.num_classes} classes; pick two with "
+            "--pair A,B (and --pair-counts NA,NB)"
+        )
+    counts = real.counts()
+    if min(counts) < 1:
+        raise TailganError(f"strategy {strategy}: both classes need training images, got counts {counts}")
+    mode = JOINT_MODES[strategy]
+    overrides = joint_recipe_options(mode, cfg, counts, steps, seed, device)
+    tcfg = make_config("cyclegan-cls", overrides=overrides, steps=steps)
+    device = torch.device(device)
+    precision, note = resolve_precision(tcfg.precision, device)
+    if note:
+        log(note)
+    shape = DataShape(2, real.images.shape[1], real.images.shape[-1], tuple(counts))
+    with torch.random.fork_rng(devices=[]):  # build_method seeds the global generator; leave the caller's as it was
+        method = build_method(tcfg, shape, RunContext(device=device, precision=precision))
+    train_data = replace(data, train=real, valid=None)
+    c, opt = method.nets["C"], method.optimizers["C"]
+    schedule = (lambda k: lr_factor(k, steps, cfg.warmup)) if lr_factor is not None else (lambda k: 1.0)
+    select = _Selection(c, opt, cfg.lr, steps, schedule, evaluate, set(eval_at))
+    trainer = Trainer(method, train_data, callbacks=[DivergenceGuard(), select])
+    select.set_lr(0)  # the first update's rate (alt's cls_warmup, if any, runs at it too)
+    trainer.run()
+    if select.best["state"] is not None:
+        c.load_state_dict(select.best["state"])
+        selected = select.best["step"]
+    else:
+        selected = steps
+    c.eval()
+    record = {
+        "steps": steps,
+        "selected_step": selected,
+        "valid_acsa": select.best["acsa"] if evaluate is not None else None,
+        "tau": None,
+        "history": select.history,
+        "joint": {
+            "mode": mode,
+            "recipe_options": overrides,
+            "gan_updates": method.total_gan_updates(),
+            "precision": precision.name,
+            "gamma": method.gamma,
+            "class_a": method.options.class_a,
+            "class_b": method.options.class_b,
+        },
+    }
+    return c, record
+
