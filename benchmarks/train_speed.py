@@ -115,6 +115,7 @@ def tailgan_config(name: str, data: str, root: str, device: str, **fields: Any):
 
     spec = CONFIGS[name]
     root_arg = root if data == "fashion_mnist_lt" else None
+    fields.setdefault("precision", "fp32")  # the exact comparison; the fast mode is measured by worker_fast
     return make_config(
         spec["preset"], data=data, root=root_arg, overrides=spec["overrides"], seed=SEED, device=device, **fields
     )
@@ -157,6 +158,7 @@ class HandLoop:
         labels: torch.Tensor,
         device: torch.device,
         tailgan_losses: bool = False,
+        fast: bool = False,
     ) -> None:
         from tailgan.nets import BigGANDiscriminator, BigGANGenerator, DCGANDiscriminator, DCGANGenerator
 
@@ -172,6 +174,13 @@ class HandLoop:
             self.D = BigGANDiscriminator(num_classes, channels, size, conv_dim=24, head="proxy", embed_dim=512)
         self.G.to(device)
         self.D.to(device)
+        # the fast mode, written out: bf16 autocast for the forward passes, channels-last nets and data,
+        # the gradient penalty and the loss reductions in fp32 (as tailgan's precision policy does)
+        self.fast = fast
+        if fast:
+            self.G.to(memory_format=torch.channels_last)
+            self.D.to(memory_format=torch.channels_last)
+            self.real = real.contiguous(memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=LR, betas=s["betas"], eps=s["eps"])
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=LR, betas=s["betas"], eps=s["eps"])
         self.ema = copy.deepcopy(self.G).eval().requires_grad_(False) if s["ema"] else None
@@ -213,15 +222,20 @@ class HandLoop:
             return F.binary_cross_entropy_with_logits(fake_logits, self.ones)
         return -fake_logits.mean()
 
+    def autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.fast)
+
     def step(self, step: int) -> dict[str, torch.Tensor]:
         """One generator step: 5 D updates (each on a fresh real batch), 1 G update, EMA, finite check."""
         G, D, s, gen, dev = self.G, self.D, self.s, self.gen, self.device
         for _ in range(D_STEPS):
             x_r, y_r = self.batch()
             y_f = y_r if s["fake_labels"] == "real" else torch.randint(0, self.k, (BATCH,), generator=gen, device=dev)
-            with torch.no_grad():
-                x_f = G(torch.randn(BATCH, G.z_dim, generator=gen, device=dev), y_f)
-            out_r, out_f = D(x_r, y_r), D(x_f, y_f)
+            with torch.no_grad(), self.autocast():
+                x_f = G(torch.randn(BATCH, G.z_dim, generator=gen, device=dev), y_f).float()
+            with self.autocast():
+                out_r, out_f = D(x_r, y_r), D(x_f, y_f)
+            out_r, out_f = ({k: v.float() for k, v in o.items()} for o in (out_r, out_f))
             d_loss = self.adv_d(out_r["adv"], out_f["adv"]) + self.eco(out_r["embed"], out_r["proxy"], y_r)
             if s["gp_weight"] > 0:
                 a = torch.rand(BATCH, 1, 1, 1, generator=gen, device=dev)
@@ -234,7 +248,9 @@ class HandLoop:
 
         D.requires_grad_(False)  # no weight gradients for D in the G update
         y = torch.randint(0, self.k, (BATCH,), generator=gen, device=dev)
-        out = D(G(torch.randn(BATCH, G.z_dim, generator=gen, device=dev), y), y)
+        with self.autocast():
+            out = D(G(torch.randn(BATCH, G.z_dim, generator=gen, device=dev), y), y)
+        out = {k: v.float() for k, v in out.items()}
         g_loss = self.adv_g(out["adv"]) + self.eco(out["embed"], out["proxy"], y)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -270,12 +286,14 @@ class TailganLoop:
     by default).
     """
 
-    def __init__(self, cfg, data, device: torch.device) -> None:
+    def __init__(self, cfg, data, device: torch.device, precision: str = "fp32") -> None:
         from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method
+        from tailgan.nets.precision import resolve_precision
 
         images = data.train.images
         shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
-        self.method = build_method(cfg, shape, RunContext(device=device))
+        policy, _ = resolve_precision(precision, device)
+        self.method = build_method(cfg, shape, RunContext(device=device, precision=policy))
         self.trainer = Trainer(self.method, data, callbacks=[DivergenceGuard()])
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
@@ -387,6 +405,113 @@ def worker_time(name: str, data: str, root: str, device: str, timed: int, warmup
         step = warmup + timed + 1
         result["profile"] = {impl: profile_steps(loop, step, 1) for impl, loop in loops.items()}
     return result
+
+
+def worker_fast(name: str, data: str, root: str, device: str, timed: int, warmup: int) -> dict:
+    """fp32 and the fast mode (bf16 autocast + channels-last), tailgan and the hand loop, interleaved."""
+    from tailgan.data import load_data, to_float
+
+    dev = torch.device(device)
+    cfg = tailgan_config(name, data, root, device)
+    ds = load_data(cfg.data)
+    real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
+    loops = {
+        "tailgan_fp32": TailganLoop(cfg, ds, dev, "fp32"),
+        "tailgan_fast": TailganLoop(cfg, ds, dev, "auto"),
+        "hand_fp32": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
+        "hand_fast": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, fast=True),
+    }
+    first = {}
+    for step in range(1, warmup + 1):
+        for impl, loop in loops.items():
+            out = loop.step(step)
+            if step == 1:
+                first[impl] = {k: float(v) for k, v in out.items() if k in ("d_loss", "g_loss")}
+    wall: dict[str, list[float]] = {k: [] for k in loops}
+    order = list(loops)
+    for i in range(timed):
+        for impl in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            loops[impl].step(warmup + 1 + i)
+            wall[impl].append(time.perf_counter() - t0)
+    policy = loops["tailgan_fast"].method.precision
+    return {"wall": wall, "first_step_losses": first, "fast_policy": {"name": policy.name,
+            "channels_last": policy.channels_last}}  # fmt: skip
+
+
+def classifier_fast(arch: str, steps: int, warmup: int, device: str) -> dict:
+    """Optimizer steps of a classifier (LeNet-5 / ResNet-32, batch 128, 32 px, SGD) in fp32 and fast mode:
+    tailgan's network under tailgan's precision policy, and the same step written by hand with autocast."""
+    from tailgan.nets.classifiers import build_classifier
+    from tailgan.nets.precision import resolve_precision
+
+    dev = torch.device(device)
+    channels = 1 if arch == "lenet5" else 3
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(128, channels, 32, 32, generator=gen).to(dev)
+    y = torch.randint(0, 10, (128,), generator=gen).to(dev)
+
+    def make(policy_name: str, by_hand: bool):
+        torch.manual_seed(0)
+        net = build_classifier(arch, 10, channels).to(dev)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        if by_hand:
+            fast = policy_name == "auto"
+            if fast:
+                net.to(memory_format=torch.channels_last)
+            xb = x.contiguous(memory_format=torch.channels_last) if fast else x
+
+            def step() -> None:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+                    logits = net(xb)
+                loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        else:
+            policy, _ = resolve_precision(policy_name, dev)
+            policy.module(net)
+            xb = policy.tensor(x)
+
+            def step() -> None:
+                with policy.autocast():
+                    logits = net(xb)
+                loss = F.cross_entropy(logits.float(), y)  # reductions in fp32
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        return step
+
+    loops = {f"{impl}_{mode}": make("auto" if mode == "fast" else "fp32", impl == "hand")
+             for impl in ("tailgan", "hand") for mode in ("fp32", "fast")}  # fmt: skip
+    for _ in range(warmup):
+        for f in loops.values():
+            f()
+    wall: dict[str, list[float]] = {k: [] for k in loops}
+    order = list(loops)
+    for i in range(steps):
+        for impl in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            loops[impl]()
+            wall[impl].append(time.perf_counter() - t0)
+    return {"wall": wall}
+
+
+def fast_summary(wall: dict[str, list[float]], bar: float) -> dict:
+    med = {k: float(np.median(v)) for k, v in wall.items()}
+    return {
+        "steps_per_s": {k: 1.0 / v for k, v in med.items()},
+        "speedup_tailgan": med["tailgan_fp32"] / med["tailgan_fast"],
+        "speedup_hand": med["hand_fp32"] / med["hand_fast"],
+        "tailgan_over_hand_time_fp32": med["tailgan_fp32"] / med["hand_fp32"],
+        "tailgan_over_hand_time_fast": med["tailgan_fast"] / med["hand_fast"],
+        "bar_speedup": bar,
+        "meets_speedup_bar": med["tailgan_fp32"] / med["tailgan_fast"] >= bar,
+        "within_5pct_of_hand": max(med["tailgan_fp32"] / med["hand_fp32"], med["tailgan_fast"] / med["hand_fast"])
+        <= TARGET_RATIO,
+        "n": len(next(iter(wall.values()))),
+    }
 
 
 def worker_memory(name: str, impl: str, data: str, root: str, device: str, steps: int) -> dict:
@@ -611,7 +736,30 @@ def write_markdown(report: dict, path: Path) -> None:
             + ". The lock-step losses drift apart later in the timing run only through float32 rounding of "
             "the two (equal) loss formulas, which GAN training amplifies."
         )
+    lines += fast_mode_lines(report)
     path.write_text("\n".join(lines) + "\n")
+
+
+def fast_mode_lines(report: dict) -> list[str]:
+    """The fp32-vs-fast table (issue 10's bar: >= 1.7x for ecogan-dcgan, >= 1.5x for the others, and
+    within 5 % of the hand loop in the same mode)."""
+    if not report.get("fast_mode"):
+        return []
+    lines = ["", "## Fast mode (bf16 autocast + channels-last) vs fp32", "",
+             "Steps per second (G steps for the GANs, optimizer steps for the classifiers), interleaved in one "
+             "process per configuration; median of the timed steps.", "",
+             "| configuration | tailgan fp32 | tailgan fast | speed-up | bar | hand fp32 | hand fast | hand speed-up "
+             "| tailgan/hand time fp32 | fast |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, f in report["fast_mode"].items():
+        r = f["steps_per_s"]
+        lines.append(
+            f"| {name} | {r['tailgan_fp32']:.3f} | {r['tailgan_fast']:.3f} | {f['speedup_tailgan']:.2f}x | "
+            f"{f['bar_speedup']}x {'met' if f['meets_speedup_bar'] else 'missed'} | {r['hand_fp32']:.3f} | "
+            f"{r['hand_fast']:.3f} | {f['speedup_hand']:.2f}x | {f['tailgan_over_hand_time_fp32']:.3f} | "
+            f"{f['tailgan_over_hand_time_fast']:.3f} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, help="lock-step warm-up G steps (default: per configuration)")
     p.add_argument("--mem-steps", type=int, help="G steps in the memory runs (default: per configuration)")
     p.add_argument("--profile", action="store_true", help="always profile one step of each loop")
+    p.add_argument("--fast-steps", type=int, default=8, help="timed steps per loop of the fp32-vs-fast runs (0: skip)")
     p.add_argument(
         "--check",
         action="store_true",
@@ -633,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     # internal: run one measurement in this (fresh) process and write its JSON to --result
-    p.add_argument("--worker", choices=["time", "memory"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["time", "memory", "fast", "classifier"], help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -644,6 +793,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker == "time":
         res = worker_time(args.config, args.data, args.root, args.device, args.steps, args.warmup, args.profile)
+        Path(args.result).write_text(json.dumps(res))
+        return 0
+    if args.worker == "fast":
+        res = worker_fast(args.config, args.data, args.root, args.device, args.steps, args.warmup)
+        Path(args.result).write_text(json.dumps(res))
+        return 0
+    if args.worker == "classifier":
+        res = classifier_fast(args.config, args.steps, args.warmup, args.device)
         Path(args.result).write_text(json.dumps(res))
         return 0
     if args.worker == "memory":
@@ -709,6 +866,21 @@ def main(argv: list[str] | None = None) -> int:
             f"(cpu {r['ratio_cpu']['median']:.3f})",
             flush=True,
         )
+        if args.fast_steps:
+            print(f"[{time.perf_counter() - t_start:6.0f} s] {name}: fp32 vs fast mode", flush=True)
+            fast = run_worker(["--worker", "fast", "--steps", str(args.fast_steps), "--warmup", "1", *common],
+                              args.threads)  # fmt: skip
+            bar = 1.7 if name == "ecogan-dcgan" else 1.5
+            report.setdefault("fast_mode", {})[name] = {**fast_summary(fast["wall"], bar), **fast}
+            f = report["fast_mode"][name]
+            print(f"    speed-up tailgan {f['speedup_tailgan']:.2f}x, hand {f['speedup_hand']:.2f}x", flush=True)
+    for arch in ("lenet5", "resnet32") if args.fast_steps else ():
+        print(f"[{time.perf_counter() - t_start:6.0f} s] classifier {arch}: fp32 vs fast mode", flush=True)
+        res = run_worker(["--worker", "classifier", "--config", arch, "--steps", str(4 * args.fast_steps),
+                          "--warmup", "2", "--device", args.device], args.threads)  # fmt: skip
+        report.setdefault("fast_mode", {})[arch] = {**fast_summary(res["wall"], 1.5), **res}
+        f = report["fast_mode"][arch]
+        print(f"    speed-up tailgan {f['speedup_tailgan']:.2f}x, hand {f['speedup_hand']:.2f}x", flush=True)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["total_wall_s"] = time.perf_counter() - t_start
 

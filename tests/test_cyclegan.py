@@ -211,3 +211,130 @@ def test_options_are_checked_before_training():
     with pytest.raises(TailganError, match="divisible by 4"):
         cfg = make_config("cyclegan-cls", data="digits_lt", overrides=AUG)
         build_method(cfg, DataShape(10, 1, 10, ()), RunContext())
+
+
+# --- the classifier side: cyclegan-aug / cyclegan-alt strategies, binary tasks, precision ---------------------
+
+JOINT = dict(steps=6, evals=3, batch_size=16, joint_gan_steps=3, joint_batch_size=4, precision="fp32",
+             joint_options=("options.ngf=4", "options.ndf=4", "options.n_blocks=1"))  # fmt: skip
+
+
+def digits_pair(counts=None):
+    from tailgan.classify.joint import binary_pair
+
+    return binary_pair(load_data("digits_lt", resolution=8), (0, 9), counts)
+
+
+def test_binary_pair_keeps_two_classes_relabelled_with_chosen_counts():
+    full = load_data("digits_lt", resolution=8)
+    pair = digits_pair()
+    assert pair.classes == ["0", "9"] and pair.train.counts() == [120, 12] and pair.test.counts() == [50, 50]
+    assert torch.equal(pair.train.images[pair.train.labels == 1], full.train.images[full.train.labels == 9])
+    small = digits_pair((30, 5))
+    assert small.train.counts() == [30, 5]
+    kept = small.manifest["pair_kept_indices"]
+    assert torch.equal(small.train.images[:30], full.train.images[torch.tensor(kept[0])])
+    assert set(kept[1]) <= set(torch.nonzero(full.train.labels == 9).flatten().tolist())
+    with pytest.raises(TailganError, match="class 9 has 12 images"):
+        digits_pair((30, 13))
+
+
+@pytest.mark.parametrize("strategy", ["cyclegan-aug", "cyclegan-alt"])
+def test_joint_strategies_select_on_validation_and_never_train_on_it(strategy, monkeypatch):
+    import tailgan.classify.joint as joint
+    from tailgan.classify import train_and_score
+
+    seen = []
+    real_trainer = joint.Trainer
+
+    def recording_trainer(method, data, *args, **kwargs):
+        seen.append(data.train)
+        return real_trainer(method, data, *args, **kwargs)
+
+    monkeypatch.setattr(joint, "Trainer", recording_trainer)
+    data = digits_pair()
+    r = train_and_score(data, strategy, seed=0, log=lambda s: None, **JOINT)
+    assert r["strategy"] == strategy
+    assert 0.0 <= r["acsa"] <= 1.0 and r["minority_f1"] is not None
+    assert r["valid_counts"] == [12, 1] and r["valid_acsa"] is not None
+    assert r["selected_step"] in {2, 4, 6} and [h["step"] for h in r["history"]] == [2, 4, 6]
+    assert r["joint"]["mode"] == strategy.removeprefix("cyclegan-") and r["joint"]["class_b"] == 1
+    # the recipe trained on the training part only: the validation images are not in it
+    (train_part,) = seen
+    assert train_part.counts() == [108, 11]
+    valid_idx = r["valid_split"]
+    assert valid_idx["source"] == "carved"
+    flat = train_part.images.reshape(len(train_part), -1)
+    full = data.train.images.reshape(len(data.train), -1)
+    in_train = (full[:, None, :] == flat[None, :, :]).all(-1).any(1)
+    assert int((~in_train).sum()) == 13  # exactly the 12 + 1 validation images are missing
+
+
+def test_joint_strategy_needs_a_binary_task():
+    from tailgan.classify import train_and_score
+
+    with pytest.raises(TailganError, match="--pair"):
+        train_and_score(load_data("digits_lt", resolution=8), "cyclegan-aug", log=lambda s: None, **JOINT)
+
+
+def test_bench_classify_puts_joint_rows_beside_classical_ones(tmp_path):
+    out = tmp_path / "bench"
+    run_cli("bench", "classify", "--data", "digits_lt", "--pair", "0,9", "--pair-counts", "60,8",
+            "--strategies", "vanilla,cyclegan-aug", "--seeds", 1, "--steps", 4, "--joint-gan-steps", 2,
+            "--joint-batch-size", 4, "--joint-option", "options.ngf=4", "--joint-option", "options.ndf=4",
+            "--precision", "fp32", "--out", out, "data.resolution=8")  # fmt: skip
+    import json
+
+    doc = json.loads((out / "bench.json").read_text())
+    rows = {r["strategy"]: r for r in doc["results"]}
+    assert set(rows) == {"vanilla", "cyclegan-aug"}
+    assert rows["cyclegan-aug"]["generative"] and not rows["vanilla"]["generative"]
+    assert doc["data"]["train_counts"] == [60, 8] and "cyclegan-aug" in (out / "bench.md").read_text()
+
+
+# --- classifier training precision ----------------------------------------------------------------------------
+
+
+def _train(precision, hook=None):
+    from tailgan.classify.strategies import parse_strategy
+    from tailgan.classify.train import ClassifyConfig, init_model, train_classifier
+
+    data = load_data("digits_lt", resolution=8)
+    cfg = ClassifyConfig(steps=3, batch_size=16, evals=1)
+    strat = parse_strategy("vanilla")
+    model0 = init_model(strat, cfg, 10, 1, 0)
+    if hook is not None:
+        model0.fc.register_forward_hook(hook)
+    model, loss, record = train_classifier(
+        data.train.images, data.train.labels, data.train, strat, cfg, 10, 3, 0, model=model0, precision=precision
+    )
+    return model0, model, record, data
+
+
+@pytest.mark.skipif(
+    not __import__("tailgan.nets.precision", fromlist=["x"]).bf16_supported(torch.device("cpu")),
+    reason="this CPU has no native bf16",
+)
+def test_classifier_training_runs_bf16_when_asked():
+    dtypes = []
+    _, _, record, _ = _train("bf16", lambda m, i, o: dtypes.append(o.dtype) if m.training else None)
+    assert record["precision"] == "bf16" and dtypes and set(dtypes) == {torch.bfloat16}
+
+
+def test_classifier_training_fp32_is_exact():
+    from tailgan.classify.strategies import parse_strategy
+    from tailgan.classify.train import ClassifyConfig, StrategyLoss
+    from tailgan.data import BatchStream, to_float
+
+    dtypes = []
+    model0, model, record, data = _train("fp32", lambda m, i, o: dtypes.append(o.dtype) if m.training else None)
+    assert record["precision"] == "fp32" and set(dtypes) == {torch.float32}
+    # step 1's loss is the plain fp32 loss of the initial network on the first batch, to the bit
+    idx = BatchStream(data.train.labels, 16, seed=0).next()
+    loss_fn = StrategyLoss(parse_strategy("vanilla"), data.train.counts(), ClassifyConfig())
+    with torch.no_grad():
+        m = copy.deepcopy(model0).train()
+        expected = loss_fn(m(to_float(data.train.images[idx])), data.train.labels[idx], 0.0).item()
+    assert record["first_loss"] == expected
+    again = _train("fp32")[1]
+    assert_same(flatten_state(model.state_dict()), flatten_state(again.state_dict()))

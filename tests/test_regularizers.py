@@ -424,3 +424,65 @@ def test_gsr_errors_name_the_problem():
         group_spectral_penalty(_FakeGenerator(), [3, 4], n_groups=3)
     with pytest.raises(TailganError, match="beta"):
         group_spectral_penalty(_FakeGenerator(), [3, 4], beta=1.0)
+
+
+# -- the switches in the recipes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "preset, extra",
+    [
+        ("ecogan-dcgan", ["loss.diffaug=color,translation,cutout", "loss.lecam_weight=0.3"]),
+        ("ecogan-biggan", ["loss.diffaug=translation", "loss.gsr_weight=0.5", "ema_start=1"]),
+        ("bagan-gp", ["loss.diffaug=color,translation,cutout", "loss.lecam_weight=0.1", "options.pretrain=false"]),
+    ],
+)
+def test_regularisers_train_log_and_resume_bit_exact(preset, extra, tmp_path):
+    from helpers import flatten_state, read_log
+
+    from tailgan.cli import main as cli
+    from tailgan.io import load_checkpoint
+
+    tiny = ["optim.batch_size=8", "optim.d_steps=1", "model.conv_dim=8", "model.embed_dim=16", "model.shared_dim=8",
+            "log_every=1", "sample_every=0", "ckpt_every=2", "precision=fp32", *extra]  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert cli(["train", "--method", preset, "--steps", "4", "--out", str(a), *tiny]) == 0
+    assert cli(["train", "--method", preset, "--steps", "2", "--out", str(b), *tiny]) == 0
+    assert cli(["train", "--resume", str(b), "--steps", "4"]) == 0
+    sa = flatten_state(load_checkpoint(a / "checkpoints" / "last.pt")["method"])
+    sb = flatten_state(load_checkpoint(b / "checkpoints" / "last.pt")["method"])
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    records = read_log(a)
+    if any("lecam" in e for e in extra):
+        assert all("d_lecam" in r for r in records) and load_checkpoint(a / "checkpoints" / "last.pt")["method"][
+            "extra"
+        ]["lecam"]
+    if any("gsr" in e for e in extra):
+        assert all(r["g_gsr"] > 0 for r in records)
+
+
+def test_gsr_needs_a_conditional_bn_generator():
+    from tailgan.engine import DataShape, RunContext, build_method, make_config
+
+    cfg = make_config("ecogan-dcgan", overrides=["loss.gsr_weight=0.5"])
+    with pytest.raises(TailganError, match="model.arch=biggan"):
+        build_method(cfg, DataShape(10, 1, 32, (10,) * 10), RunContext())
+
+
+def test_diffaug_reaches_every_image_d_sees_including_the_penalty_interpolates(monkeypatch):
+    from tailgan.data import load_data
+    from tailgan.engine import DataShape, RunContext, Trainer, build_method, make_config
+    from tailgan.methods import regularized
+
+    seen = []
+    real_augment = regularized.diff_augment
+
+    def spy(x, policy, generator=None):
+        seen.append(x.requires_grad)  # the interpolates of the penalty require grad, real/fake batches not
+        return real_augment(x, policy, generator=generator)
+
+    monkeypatch.setattr(regularized, "diff_augment", spy)
+    cfg = make_config("ecogan-dcgan", overrides=["optim.batch_size=8", "optim.d_steps=1", "model.conv_dim=8",
+                                                 "loss.diffaug=translation,cutout", "precision=fp32"])  # fmt: skip
+    data = load_data(cfg.data)
+    m = build_method(cfg, DataShape(10, 1, 32, tuple(data.train.counts())), RunContext())
+    Trainer(m, data).step()
+    assert len(seen) == 4 and seen.count(True) == 2  # D step: real, fake, interpolates; G step: fake (grad)

@@ -284,7 +284,8 @@ def run_bench(
             data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log
         )
         r["strategy"] = label
-        r["generative"] = parse_strategy(strategy).synthetic is not None
+        parsed = parse_strategy(strategy)
+        r["generative"] = parsed.synthetic is not None or parsed.joint is not None
         results.append(r)
         header["wall_seconds"] = wall + round(time.perf_counter() - t0)
         header["complete"] = len(results) == n_total

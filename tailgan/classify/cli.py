@@ -9,6 +9,7 @@ import torch
 
 from tailgan.classify.augment import augment_folder
 from tailgan.classify.bench import classify_seeds, run_bench, write_classify_report
+from tailgan.classify.joint import binary_pair
 from tailgan.classify.strategies import (
     CLASSICAL_STRATEGIES,
     COMBINABLE,
@@ -132,8 +133,49 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-lr", type=float, help="learning rate of the real-only stage (default lr / 10)")
     p.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
     p.add_argument("--synthetic-dir", help="folder of synthetic images (strategy 'folder')")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=("auto", "fp32", "bf16"),
+        help="auto (default): bf16 autocast + channels-last where the CPU/GPU has native bf16; fp32: exact",
+    )
+    p.add_argument(
+        "--pair",
+        metavar="A,B",
+        help="a binary task: keep classes A and B of the data (relabelled 0 and 1), e.g. --pair 7,9",
+    )
+    p.add_argument("--pair-counts", metavar="NA,NB", help="training images kept of A and B (seeded choice)")
+    p.add_argument("--pair-seed", type=int, default=0, help="seed of the --pair-counts choice (default 0)")
+    p.add_argument(
+        "--joint-gan-steps",
+        type=int,
+        default=d.joint_gan_steps,
+        help=f"cyclegan-aug/alt: CycleGAN updates before the classifier trains (default {d.joint_gan_steps})",
+    )
+    p.add_argument(
+        "--joint-batch-size",
+        type=int,
+        default=d.joint_batch_size,
+        help=f"cyclegan-aug/alt: real images per class in each update (default {d.joint_batch_size})",
+    )
+    p.add_argument(
+        "--joint-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cyclegan-aug/alt: a cyclegan-cls override, e.g. options.ngf=16 (repeatable)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise TailganError(f"{flag} {text!r}: give integers separated by commas, e.g. 7,9") from None
 
 
 def _config(args: argparse.Namespace) -> ClassifyConfig:
@@ -165,13 +207,22 @@ def _config(args: argparse.Namespace) -> ClassifyConfig:
         finetune=args.finetune,
         finetune_fraction=args.finetune_fraction,
         finetune_lr=args.finetune_lr,
+        precision=args.precision,
+        joint_gan_steps=args.joint_gan_steps,
+        joint_batch_size=args.joint_batch_size,
+        joint_options=tuple(args.joint_option),
     )
     cfg.check()
     return cfg
 
 
 def _load_data(args: argparse.Namespace) -> LongTailedData:
-    return load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
+    data = load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
+    pair = _int_list(getattr(args, "pair", None), "--pair")
+    counts = _int_list(getattr(args, "pair_counts", None), "--pair-counts")
+    if counts is not None and pair is None:
+        raise TailganError("--pair-counts needs --pair A,B (the two classes it counts)")
+    return binary_pair(data, pair, counts, getattr(args, "pair_seed", 0)) if pair is not None else data
 
 
 def _prepare_out(args: argparse.Namespace, data: LongTailedData, runs: list[str]) -> Path:

@@ -22,16 +22,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torchvision.utils import save_image
 
 from tailgan.data import ImageSet, LongTailedData
 from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method, make_config
 from tailgan.engine.trainer import Callback, StepEvent
 from tailgan.errors import TailganError
+from tailgan.io import atomic_write
 from tailgan.nets.precision import resolve_precision
 
 JOINT_MODES = {"cyclegan-aug": "aug", "cyclegan-alt": "alt"}
@@ -119,6 +122,14 @@ class _Selection(Callback):
                 self.best = {"acsa": acsa, "step": event.step, "state": copy.deepcopy(self.c.state_dict())}
 
 
+def write_grid(method: Any, path: Path, seed: int = 0) -> None:
+    """The translator's grid (rows: real A, G_AB(A), cycled back; real B, G_BA(B), cycled back) as a PNG."""
+    grid = method.sample_grid(2, 8, seed)
+    if grid is not None:
+        images, nrow = grid
+        atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1)))
+
+
 def joint_recipe_options(
     mode: str, cfg: Any, counts: Sequence[int], steps: int, seed: int, device: str | torch.device
 ) -> list[str]:
@@ -187,6 +198,8 @@ def train_joint(
     trainer = Trainer(method, train_data, callbacks=[DivergenceGuard(), select])
     select.set_lr(0)  # the first update's rate (alt's cls_warmup, if any, runs at it too)
     trainer.run()
+    if cfg.joint_grid_dir is not None:
+        write_grid(method, Path(cfg.joint_grid_dir) / f"{strategy}_seed{seed}.png", seed)
     if select.best["state"] is not None:
         c.load_state_dict(select.best["state"])
         selected = select.best["step"]

@@ -11,7 +11,9 @@ A strategy is a combination of three independent parts:
 Names (``parse_strategy``): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, cbl-sigmoid,
 cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, la, la-posthoc, balanced-softmax, ce-drw, gan,
 folder. ``gan+S`` / ``folder+S`` combine synthetic images with any loss or prediction strategy S
-(``gan+la``, ``gan+cbl:0.99``, ``gan+ts``; ``gan`` alone is ``gan+vanilla``).
+(``gan+la``, ``gan+cbl:0.99``, ``gan+ts``; ``gan`` alone is ``gan+vanilla``). ``cyclegan-aug`` and
+``cyclegan-alt`` (binary tasks) train the classifier jointly with a CycleGAN between the two classes
+(``tailgan.classify.joint``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ CLASSICAL_STRATEGIES = (
     "ce-drw",
 )
 SYNTHETIC_STRATEGIES = ("gan", "folder")
-STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES
+JOINT_STRATEGIES = ("cyclegan-aug", "cyclegan-alt")  # a classifier trained with a CycleGAN (binary tasks)
+STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES
 # what synthetic images can be combined with: losses and prediction rules, not resamplers (the synthetic
 # images already rebalance the classes, and a resampler would duplicate or drop them blindly)
 COMBINABLE = tuple(s for s in CLASSICAL_STRATEGIES if s not in ("us", "os", "us+cs", "os+cs", "smote"))
@@ -80,7 +83,8 @@ class Strategy:
     combinations) or "smote"; loss: "ce", "cs", "cbl", "focal", "ldam-drw", "la", "balanced-softmax"
     or "ce-drw"; cb_loss_type: the class-balanced form (softmax, sigmoid, focal); adjust: how
     posteriors become predictions ("none", "ts": divided by the priors, "la-posthoc": divided by the
-    priors to the power tau chosen on validation); synthetic: None, "gan" or "folder".
+    priors to the power tau chosen on validation); synthetic: None, "gan" or "folder"; joint: None, or
+    "aug" / "alt" for the classifier trained with a CycleGAN (its own loss, L_cls of the seed).
     """
 
     name: str
@@ -90,6 +94,7 @@ class Strategy:
     beta: float = 0.9999
     adjust: str = "none"
     synthetic: str | None = None
+    joint: str | None = None
 
     @property
     def threshold_shift(self) -> bool:
@@ -105,6 +110,8 @@ class Strategy:
 def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     """Parse a strategy name (see the module docstring); ``beta`` is the CB beta unless the name gives one."""
     full = name.strip().lower()
+    if full in JOINT_STRATEGIES:
+        return Strategy(name=full, joint=full.removeprefix("cyclegan-"))
     synthetic = None
     head, plus, rest = full.partition("+")
     if head in SYNTHETIC_STRATEGIES:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tailgan.classify.joint import train_joint
 from tailgan.classify.metrics import classification_metrics
 from tailgan.classify.strategies import (
     Strategy,
@@ -63,6 +64,7 @@ from tailgan.losses.classification import (
     weighted_cross_entropy,
 )
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
+from tailgan.nets.precision import resolve_precision
 
 __all__ = [
     "ClassifyConfig",
@@ -120,6 +122,12 @@ class ClassifyConfig:
     finetune_fraction: float = 0.2  # share of the step budget spent on the real-only stage
     finetune_lr: float | None = None  # learning rate of that stage (default: lr / 10)
     eval_batch_size: int = 1000
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast + channels-last where native
+    # cyclegan-aug / cyclegan-alt (tailgan.classify.joint)
+    joint_gan_steps: int = 1000  # CycleGAN updates before the classifier trains (aug: all of them; alt: warm-up)
+    joint_batch_size: int = 16  # real images per class in each CycleGAN / classifier update
+    joint_options: tuple[str, ...] = ()  # more cyclegan-cls overrides, e.g. ("options.ngf=16",)
+    joint_grid_dir: str | None = None  # write the trained translator's grid there (<strategy>_seed<N>.png)
 
     def check(self) -> None:
         """Refuse settings outside their range, naming the field and the range."""
@@ -133,6 +141,8 @@ class ClassifyConfig:
             "synthetic_weight": (self.synthetic_weight, 0.0, None, True),
             "finetune_fraction": (self.finetune_fraction, 0.0, 1.0, False),
             "filter_rounds": (self.filter_rounds, 1, None, True),
+            "joint_gan_steps": (self.joint_gan_steps, 0, None, True),
+            "joint_batch_size": (self.joint_batch_size, 1, None, True),
         }
         for name, (v, lo, hi, lo_closed) in ranges.items():
             if v < lo or (v == lo and not lo_closed) or (hi is not None and v >= hi):
@@ -146,6 +156,8 @@ class ClassifyConfig:
             raise TailganError(f"tau_grid={self.tau_grid} must hold one or more values >= 0")
         if self.finetune not in ("none", "all", "head"):
             raise TailganError(f"--finetune {self.finetune!r} is unknown; use none, all or head")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise TailganError(f"classifier setting precision={self.precision!r} is unknown; use auto, fp32 or bf16")
 
 
 def build_training_set(
@@ -413,6 +425,7 @@ def train_classifier(
     model: nn.Module | None = None,
     head_only: bool = False,
     lr: float | None = None,
+    precision: str | None = None,
 ) -> tuple[nn.Module, StrategyLoss, dict]:
     """Train on uint8 ``images``/``labels`` for ``steps``; keep the checkpoint with the best validation ACSA.
 
@@ -424,6 +437,9 @@ def train_classifier(
     - ``model``: start from a copy of this network (fine-tuning; default: :func:`init_model`);
       ``head_only`` trains only its final layer ``fc`` (the rest stays frozen, in eval mode).
     - ``lr``: the peak learning rate (default ``cfg.lr``).
+    - ``precision``: "auto" (bf16 autocast + channels-last where the hardware has native bf16, else fp32),
+      "fp32" (exact) or "bf16" (default ``cfg.precision``); forward passes run under the autocast, the loss
+      and its reduction in fp32, evaluation in fp32.
 
     Returns the model (on ``device``, in eval mode), the loss (which also turns logits into
     probabilities) and a record of the run (``first_loss``: the loss of step 1, before any update;
@@ -438,6 +454,9 @@ def train_classifier(
     else:
         model = copy.deepcopy(model)
     model.to(device)
+    prec, _ = resolve_precision(cfg.precision if precision is None else precision, torch.device(device))
+    prec.module(model)
+    scaler = torch.amp.GradScaler(prec.device_type) if prec.needs_scaler else None  # fp16 (auto on some GPUs)
     if head_only:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("fc."))
@@ -455,16 +474,23 @@ def train_classifier(
             model.eval()
             model.fc.train()
         idx = stream.next()
-        x, y = to_float(images[idx]).to(device), labels[idx].to(device)
+        x, y = prec.tensor(to_float(images[idx]).to(device)), labels[idx].to(device)
         s = None if sample_weights is None else sample_weights[idx].to(device)
-        loss = loss_fn(model(x), y, (step - 1) / steps, s)
+        with prec.autocast():
+            logits = model(x)
+        loss = loss_fn(logits.float(), y, (step - 1) / steps, s)  # the loss and its reduction in fp32
         if not torch.isfinite(loss):
             raise TailganError(f"the {strategy.name} loss became {loss.item()} at step {step}; lower --lr")
         if first_loss is None:
             first_loss = loss.item()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         sched.step()
         if step in eval_at and cfg.select == "valid":
             probs = predict_proba(model, valid.images, loss_fn, None, device, cfg.eval_batch_size)
@@ -487,6 +513,7 @@ def train_classifier(
         "first_loss": first_loss,
         "history": history,
         "train_seconds": round(time.perf_counter() - t0, 2),
+        "precision": prec.name,
     }
     return model, loss_fn, record
 
@@ -580,46 +607,63 @@ def train_and_score(
             "use select='last' (--select last)"
         )
     steps = resolve_steps(cfg, len(real))
-    if strat.synthetic and reference is None and (cfg.guard or cfg.filter is not None):
-        log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
-        reference = train_reference(real, valid, cfg, steps, seed, device)
-    images, labels, synthetic, info = build_training_set(
-        real, strat, cfg, seed, generator, synthetic_dir, reference=reference, log=log
-    )
-    counts: list[float] = [float(n) for n in info["train_counts"]]
-    weights = None
-    if bool(synthetic.any()) and cfg.synthetic_weight != 1.0:
-        weights = torch.where(synthetic, cfg.synthetic_weight, 1.0)
-        syn = torch.bincount(labels[synthetic], minlength=data.num_classes).double()
-        real_n = torch.bincount(labels[~synthetic], minlength=data.num_classes).double()
-        counts = (real_n + cfg.synthetic_weight * syn).tolist()
-        info["effective_counts"] = counts
-    two_stage = cfg.finetune != "none"
-    if two_stage and not strat.synthetic:
-        raise TailganError(
-            f"--finetune fine-tunes on real images after training with synthetic ones; strategy {strat.name!r} "
-            "has none: use it with gan, gan+S, folder or folder+S"
+    if strat.joint is not None:
+        # a CycleGAN between the two classes trained with the classifier (tailgan.classify.joint)
+        loss_fn = StrategyLoss(parse_strategy("vanilla"), real.counts(), cfg)
+
+        def valid_acsa(model: nn.Module) -> float:
+            probs = predict_proba(model, valid.images, loss_fn, None, device, cfg.eval_batch_size)
+            return balanced_acsa(valid.labels, probs.argmax(1), data.num_classes)
+
+        eval_at = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int)[1:].tolist()) | {steps}
+        model, record = train_joint(
+            real, valid, strat.name, cfg, steps, seed, data, device,
+            evaluate=valid_acsa if cfg.select == "valid" else None, eval_at=eval_at, lr_factor=_lr_factor, log=log,
+        )  # fmt: skip
+        record["train_seconds"] = round(time.perf_counter() - t0, 2)
+        info = {"real_counts": real.counts(), "train_counts": real.counts(), "synthetic": "translated in every batch"}
+        priors = None
+    else:
+        if strat.synthetic and reference is None and (cfg.guard or cfg.filter is not None):
+            log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
+            reference = train_reference(real, valid, cfg, steps, seed, device)
+        images, labels, synthetic, info = build_training_set(
+            real, strat, cfg, seed, generator, synthetic_dir, reference=reference, log=log
         )
-    steps2 = max(1, round(cfg.finetune_fraction * steps)) if two_stage else 0
-    if two_stage and steps - steps2 < 1:
-        raise TailganError(
-            f"{steps} steps leave none for the first stage; give more steps or a lower finetune_fraction"
-        )
-    priors, taus = _prediction_rule(strat, counts, cfg)
-    model, loss_fn, record = train_classifier(
-        images, labels, valid, strat, cfg, data.num_classes, steps - steps2, seed, device, priors,
-        taus=taus, counts=counts, sample_weights=weights,
-    )
-    if two_stage:
-        # stage 2: real images only, from the selected stage-1 network; the prior is the real data's
-        priors, taus = _prediction_rule(strat, real.counts(), cfg)
-        stage1 = record
+        counts: list[float] = [float(n) for n in info["train_counts"]]
+        weights = None
+        if bool(synthetic.any()) and cfg.synthetic_weight != 1.0:
+            weights = torch.where(synthetic, cfg.synthetic_weight, 1.0)
+            syn = torch.bincount(labels[synthetic], minlength=data.num_classes).double()
+            real_n = torch.bincount(labels[~synthetic], minlength=data.num_classes).double()
+            counts = (real_n + cfg.synthetic_weight * syn).tolist()
+            info["effective_counts"] = counts
+        two_stage = cfg.finetune != "none"
+        if two_stage and not strat.synthetic:
+            raise TailganError(
+                f"--finetune fine-tunes on real images after training with synthetic ones; strategy {strat.name!r} "
+                "has none: use it with gan, gan+S, folder or folder+S"
+            )
+        steps2 = max(1, round(cfg.finetune_fraction * steps)) if two_stage else 0
+        if two_stage and steps - steps2 < 1:
+            raise TailganError(
+                f"{steps} steps leave none for the first stage; give more steps or a lower finetune_fraction"
+            )
+        priors, taus = _prediction_rule(strat, counts, cfg)
         model, loss_fn, record = train_classifier(
-            real.images, real.labels, valid, strat, cfg, data.num_classes, steps2, seed + 1, device, priors,
-            taus=taus, model=model, head_only=cfg.finetune == "head",
-            lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
+            images, labels, valid, strat, cfg, data.num_classes, steps - steps2, seed, device, priors,
+            taus=taus, counts=counts, sample_weights=weights,
         )
-        record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2}
+        if two_stage:
+            # stage 2: real images only, from the selected stage-1 network; the prior is the real data's
+            priors, taus = _prediction_rule(strat, real.counts(), cfg)
+            stage1 = record
+            model, loss_fn, record = train_classifier(
+                real.images, real.labels, valid, strat, cfg, data.num_classes, steps2, seed + 1, device, priors,
+                taus=taus, model=model, head_only=cfg.finetune == "head",
+                lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
+            )
+            record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2}
     probs = predict_proba(model, data.test.images, loss_fn, priors, device, cfg.eval_batch_size, record["tau"] or 0.0)
     minority = int(np.argmin(real.counts()))
     metrics = classification_metrics(data.test.labels, probs.argmax(1), probs, data.num_classes, minority)

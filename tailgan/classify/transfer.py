@@ -80,11 +80,12 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     return Path(cache or os.environ.get("TAILGAN_CACHE") or "~/.cache/tailgan").expanduser() / "dfg_sources"
 
 
-def source_data(spec: str | dict, root: str | None, backbone: str, channels: int | None) -> LongTailedData:
-    """The source dataset at the backbone's input: 32 px for LeNet-5 / VGG-16 (padded when smaller, as DFG's
-    transforms.Pad(2) on 28 px images), 224 for ResNet-50; ``channels`` as the target's."""
-    side = NATIVE_SIZE[backbone]
-    return load_data(spec, root, resolution=side, channels=channels, fit="pad" if backbone != "resnet50" else "resize")
+def source_data(
+    spec: str | dict, root: str | None, backbone: str, channels: int | None, fit: str = "pad"
+) -> LongTailedData:
+    """The source dataset at the backbone's input side (32 px for LeNet-5 / VGG-16, 224 for ResNet-50) and the
+    target's ``channels``; ``fit`` as the target's (``pad``: DFG's transforms.Pad(2) of 28 px images)."""
+    return load_data(spec, root, resolution=NATIVE_SIZE[backbone], channels=channels, fit=fit)
 
 
 def source_key(data: LongTailedData, cfg: SourceConfig) -> str:
@@ -135,15 +136,17 @@ def source_network(
     cache: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    fit: str = "pad",
 ) -> Path:
     """The cached source network pre-trained on the data spec ``spec`` (trained and cached on first use).
 
     The file holds ``state_dict`` (the network's layout, which ``options.source`` of the ``dfg`` recipe and
     :func:`tailgan.nets.dfg.load_source_weights` read) and ``meta`` (source data, fingerprint, settings,
-    ``test_accuracy``). Returns its path.
+    ``test_accuracy``). ``fit`` brings the source images to the backbone's side as the target's were
+    (``pad`` for 28 px MNIST -> 32, as the ``fashion_mnist_dfg40`` preset pads its images). Returns its path.
     """
     cfg = cfg or SourceConfig()
-    data = source_data(spec, root, cfg.backbone, channels)
+    data = source_data(spec, root, cfg.backbone, channels, fit)
     path = cache_dir(cache) / f"{cfg.backbone}-{data.config.preset or data.config.source}-{source_key(data, cfg)}.pt"
     if path.is_file():
         meta = source_meta(path)
@@ -183,6 +186,7 @@ def resolve_source(
     cache: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    fit: str = "pad",
 ) -> Path:
     """``--source``: an existing weights file is used as it is; anything else is a data spec to pre-train on."""
     if Path(source).is_file():
@@ -192,7 +196,7 @@ def resolve_source(
     cfg = cfg or SourceConfig(backbone=backbone)
     if cfg.backbone != backbone:
         raise TailganError(f"the source settings are for {cfg.backbone}, the strategy uses {backbone}")
-    return source_network(source, root, cfg, channels, cache, device, log)
+    return source_network(source, root, cfg, channels, cache, device, log, fit)
 
 
 # -- the classifiers of DFG's table -----------------------------------------------------------------------------------

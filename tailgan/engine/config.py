@@ -43,6 +43,13 @@ class LossConfig:
     max_shift: bool = True  # the original code's detached max shifts in ECO / D2D-CE
     gather: bool = True  # under DDP, contrastive losses see every rank's batch
     gather_grad: Literal["sum", "local"] = "sum"  # "local": StudioGAN's per-rank gradient of the gathered loss
+    # limited-data regularisers (tailgan.methods.regularized), all off by default
+    diffaug: str = ""  # DiffAugment policy, e.g. "color,translation,cutout"
+    lecam_weight: float = bounded(0.0, ge=0)
+    lecam_decay: float = bounded(0.99, ge=0, le=1)
+    gsr_weight: float = bounded(0.0, ge=0)  # biggan only
+    gsr_beta: float = bounded(0.99, ge=0, le=1)
+    gsr_groups: int | None = bounded(None, ge=1)
 
 
 @dataclass

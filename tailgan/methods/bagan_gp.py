@@ -59,6 +59,7 @@ from tailgan.methods.autoencoder import (
     refresh_ema,
 )
 from tailgan.methods.base import Batches, Method
+from tailgan.methods.regularized import Regularized
 from tailgan.nets.autoencoder import Encoder, FlatProjectionDiscriminator
 from tailgan.nets.dcgan import DCGANGenerator
 
@@ -86,7 +87,7 @@ class BAGANGPOptions(PretrainOptions):
     wrong_labels: Literal["exclude_true", "any"] = "exclude_true"  # "any": the published codes
 
 
-class BAGANGP(AutoencoderPretraining, Method):
+class BAGANGP(AutoencoderPretraining, Regularized, Method):
     """BAGAN-GP / EBGAN; see the module docstring. ``nets``: G (:class:`DCGANGenerator`), D (flat projection)."""
 
     name = "bagan-gp"
@@ -115,6 +116,7 @@ class BAGANGP(AutoencoderPretraining, Method):
         if cfg.ema:
             self.add_ema("G")
         self.build_pretraining()
+        self.setup_regularizers()
 
     # -- pre-training ----------------------------------------------------------------------------------------
     def ae_loss(self, x: Tensor, y: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
@@ -153,10 +155,15 @@ class BAGANGP(AutoencoderPretraining, Method):
             with torch.no_grad(), self.autocast():
                 x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()
             with self.autocast():
-                adv = bagan_gp_d_loss(D(x_r, y_r)["adv"], D(x_f, y_f)["adv"], D(x_r, y_w)["adv"])
+                real, fake = D(self.augment(x_r), y_r)["adv"], D(self.augment(x_f), y_f)["adv"]
+                adv = bagan_gp_d_loss(real, fake, D(self.augment(x_r), y_w)["adv"])
             loss = adv
+            lecam = self.lecam_term(real, fake)
+            if lecam is not None:
+                loss = loss + lecam
+                logs["d_lecam"] = lecam.detach()
             if cfg.loss.gp_weight > 0:
-                critic = lambda x, y=y_r: D(x, y)["adv"]  # noqa: E731 - interpolates carry the real labels
+                critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731 - interpolates: real labels
                 with self.penalty_autocast():
                     gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
                 loss = loss + cfg.loss.gp_weight * gp
@@ -168,7 +175,7 @@ class BAGANGP(AutoencoderPretraining, Method):
         D.requires_grad_(False)  # G step: no gradients for D's weights
         y = self.uniform_labels(cfg.optim.batch_size)
         with self.autocast():
-            g_loss = bagan_gp_g_loss(D(G(self.noise(len(y), G.z_dim), y), y)["adv"])
+            g_loss = bagan_gp_g_loss(D(self.augment(G(self.noise(len(y), G.z_dim), y)), y)["adv"])
         self.update("G", g_loss, ["G"])
         D.requires_grad_(True)
         logs["g_loss"] = g_loss.detach()

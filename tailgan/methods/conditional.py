@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from tailgan.losses import ADV_LOSSES, gradient_penalty
 from tailgan.methods.base import Batches, Method
 from tailgan.methods.build import build_discriminator, build_generator
+from tailgan.methods.regularized import Regularized
 
 
-class ConditionalGAN(Method):
+class ConditionalGAN(Regularized, Method):
     """A conditional GAN whose discriminator head is ``head`` and whose conditional loss is ``cond_loss``."""
 
     head = "projection"  # "projection" | "acgan" | "proxy"
@@ -40,6 +41,7 @@ class ConditionalGAN(Method):
         if cfg.ema:
             self.add_ema("G")
         self.d_adv, self.g_adv = ADV_LOSSES[cfg.loss.adv]
+        self.setup_regularizers()
 
     def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
@@ -50,14 +52,18 @@ class ConditionalGAN(Method):
             with torch.no_grad(), self.autocast():
                 x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()
             with self.autocast():
-                out_r, out_f = D(x_r, y_r), D(x_f, y_f)
+                out_r, out_f = D(self.augment(x_r), y_r), D(self.augment(x_f), y_f)
                 d_adv = self.d_adv(out_r["adv"].float(), out_f["adv"].float())
                 loss = d_adv
                 cond = self.cond_loss(out_r, y_r)
                 if cond is not None:
                     loss = loss + cfg.loss.cond_lambda * cond
+            lecam = self.lecam_term(out_r["adv"], out_f["adv"])
+            if lecam is not None:
+                loss = loss + lecam
+                logs["d_lecam"] = lecam.detach()
             if cfg.loss.gp_weight > 0:
-                critic = lambda x, y=y_r: D(x, y)["adv"]  # noqa: E731
+                critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731
                 with self.penalty_autocast():
                     gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
                 loss = loss + cfg.loss.gp_weight * gp
@@ -71,12 +77,16 @@ class ConditionalGAN(Method):
         D.requires_grad_(False)  # G step: no gradients for D's weights
         y = self.uniform_labels(cfg.optim.batch_size)
         with self.autocast():
-            out = D(G(self.noise(len(y), G.z_dim), y), y)
+            out = D(self.augment(G(self.noise(len(y), G.z_dim), y)), y)
             g_adv = self.g_adv(out["adv"].float())
             loss = g_adv
             cond = self.cond_loss(out, y)
             if cond is not None:
                 loss = loss + cfg.loss.cond_lambda * cond
+        gsr = self.gsr_term()
+        if gsr is not None:
+            loss = loss + gsr
+            logs["g_gsr"] = gsr.detach()
         self.update("G", loss, ["G"])
         D.requires_grad_(True)
         logs["g_adv"] = g_adv.detach()

@@ -439,8 +439,8 @@ class DFG(Method):
         if o.step_for_6 and step % o.step_for_6 == 0 and gate:
             self.update_attention(data, step)
             out["attention_updated"] = 1
-        if not o.eval_every or (step % o.eval_every and step != self.cfg.steps):
-            return out
+        if not o.eval_every or step % o.eval_every:
+            return out  # only at multiples of eval_every, so a run split by a resume selects the same step
         split = data.test if o.select_on == "test" else data.valid
         if split is None or len(split) == 0:
             return out  # no validation split: the last networks are kept

@@ -1,0 +1,270 @@
+"""Benchmark: the joint CycleGAN + classifier (ALT / AUG) against the classical rows, the seed's protocol.
+
+The seed ("Mitigating Dataset Imbalance via Joint Generation and Classification") pits a majority class of
+10,000 images against a minority of 50 ... 500 (CelebA), 12 ... 125 (CUB) or 25 ... 100 zebras. Here:
+two Fashion-MNIST pairs, majority 6,000 (all its training images), minority 25, 50, 100, 200 (a seeded
+choice), the two classes' 1,000 + 1,000 test images untouched:
+
+- Sneaker (7) -> Ankle boot (9): both footwear seen side-on on the same background; translating a sneaker
+  into a boot only has to grow the shaft, the sole and outline stay (the horse -> zebra situation: shared
+  context, a change of content);
+- Pullover (2) -> Coat (4): both long-sleeved upper-body garments of the same silhouette; a coat adds a
+  front opening, buttons and a collar.
+
+Rows: Vanilla, TS, CS, US, OS, US+CS, OS+CS, SMOTE, CBL with beta 0.9 / 0.99 / 0.999 / 0.9999, ALT
+(``cyclegan-alt``), AUG (``cyclegan-aug``); ACSA and minority F1 (the seed's F1), mean ± std over seeds,
+in the seed's layout (one row per method, one column per minority size), with the seed's CelebA numbers
+beside for orientation (its 50 / 100 / 200 columns; it has no 25).
+
+Protocol (as ``tailgan classify``): LeNet-5, the same classifier optimizer and step budget for every row,
+model selection on a stratified 10 % validation split carved from the imbalanced training data, the test
+set used once. CycleGAN schedule (sized for one CPU thread; the original: 200 epochs at batch 1):
+``--joint-gan-steps`` CycleGAN updates (ResNet-6 generator, ``--ngf`` wide, PatchGAN, batch
+``--joint-batch-size`` per domain, 50-image pools, LSGAN, beta 10, alpha 5, Adam 2e-4 with linear decay
+over the second half) before the classifier trains; ALT then makes one CycleGAN update (with L_cls into
+the generators) per classifier update. The translation grid of each (pair, size) is written beside.
+
+Classical rows get ``--seeds`` seeds everywhere; ALT / AUG get them on the two smallest sizes and
+``--joint-seeds-large`` (default 1) on the others when CPU time is short, and the table says so.
+
+Resumable: every finished row (all its seeds) is written to the JSON at once; a rerun with the same
+settings skips the rows it holds (other settings: a new ``--stem``). ``--quick`` checks the whole path
+in a minute (tiny budget, one pair, majority 300, one size, into a temporary folder).
+
+    python benchmarks/joint_binary.py                # the full table (hours on one thread; resumable)
+    python benchmarks/joint_binary.py --quick        # a tiny end-to-end check
+
+Writes benchmarks/results/joint_binary.{json,md} and joint_binary_grids/<pair>_<n>_<strategy>_seed0.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tailgan.classify.bench import machine_info, mean_std  # noqa: E402
+from tailgan.classify.joint import binary_pair  # noqa: E402
+from tailgan.classify.train import ClassifyConfig, train_and_score  # noqa: E402
+from tailgan.data import load_data  # noqa: E402
+from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+STEM = "joint_binary"
+PAIRS = {"sneaker-ankleboot": (7, 9), "pullover-coat": (2, 4)}
+MINORITY = (25, 50, 100, 200)
+CLASSICAL = ("vanilla", "ts", "cs", "us", "os", "us+cs", "os+cs", "smote",
+             "cbl:0.9", "cbl:0.99", "cbl:0.999", "cbl:0.9999")  # fmt: skip
+JOINT = ("cyclegan-alt", "cyclegan-aug")
+ROW_NAMES = {"vanilla": "Vanilla", "ts": "TS", "cs": "CS", "us": "US", "os": "OS", "us+cs": "US+CS",
+             "os+cs": "OS+CS", "smote": "SMOTE", "cbl:0.9": "CBL (beta=0.9)", "cbl:0.99": "CBL (beta=0.99)",
+             "cbl:0.999": "CBL (beta=0.999)", "cbl:0.9999": "CBL (beta=0.9999)", "cyclegan-alt": "ALT",
+             "cyclegan-aug": "AUG"}  # fmt: skip
+# the seed's CelebA table (majority 10,000) at minority 50 / 100 / 200, as printed (its metric: ACSA)
+SEED_CELEBA = {"vanilla": (0.1500, 0.5220, 0.7740), "ts": (0.1560, 0.6300, 0.7880), "cs": (0.7825, 0.8012, 0.8975),
+               "us": (0.8029, 0.8491, 0.9036), "os": (0.5805, 0.7333, 0.8749), "us+cs": (0.8041, 0.8463, 0.9019),
+               "os+cs": (0.7644, 0.8249, 0.8915), "smote": (0.6208, 0.7685, 0.8807),
+               "cbl:0.9": (0.6736, 0.7771, 0.8867), "cbl:0.99": (0.7012, 0.8021, 0.8938),
+               "cbl:0.999": (0.7692, 0.8250, 0.8922), "cbl:0.9999": (0.7885, 0.8099, 0.8977),
+               "cyclegan-alt": (0.8240, 0.8520, 0.8900), "cyclegan-aug": (0.8060, 0.8740, 0.9140)}  # fmt: skip
+
+
+def default_root() -> str:
+    return os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def row_seeds(strategy: str, n_minority: int, sizes: list[int], seeds: int, joint_large: int) -> list[int]:
+    """Seeds of a row: all of them, except ALT / AUG beyond the two smallest sizes (``joint_large``)."""
+    if strategy in JOINT and n_minority not in sorted(sizes)[:2]:
+        return list(range(min(seeds, joint_large)))
+    return list(range(seeds))
+
+
+def run_row(data, strategy: str, seeds: list[int], cfg: ClassifyConfig) -> dict:
+    """Every seed of one row; the CPU time (process time, all threads) and wall time it took."""
+    runs, cpu0, wall0 = [], time.process_time(), time.perf_counter()
+    for seed in seeds:
+        r = train_and_score(data, strategy, seed, cfg, log=lambda s: print(s, flush=True))
+        runs.append({k: r[k] for k in ("seed", "acsa", "macro_f1", "minority_f1", "accuracy", "selected_step",
+                                       "steps", "valid_acsa", "recall_per_class", "f1_per_class",
+                                       "confusion_matrix", "seconds") if k in r})  # fmt: skip
+        if "joint" in r:
+            runs[-1]["joint"] = r["joint"]
+    return {
+        "strategy": strategy,
+        "seeds": seeds,
+        "runs": runs,
+        "acsa": mean_std([r["acsa"] for r in runs]),
+        "minority_f1": mean_std([r["minority_f1"] for r in runs]),
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "wall_seconds": round(time.perf_counter() - wall0, 1),
+    }
+
+
+def _cell(stat: dict | None, n_seeds: int, full: int) -> str:
+    if stat is None:
+        return "-"
+    mark = "" if n_seeds == full else f" ({n_seeds} seed)"
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}{mark}"
+
+
+def render(doc: dict) -> str:
+    """The seed's layout: per pair and metric, one row per method, one column per minority size; the seed's
+    CelebA ACSA beside; then where ALT / AUG beat, tie or lose to the best classical row."""
+    s = doc["settings"]
+    sizes, full = s["minority"], s["seeds"]
+    lines = [f"# Joint CycleGAN + classifier vs classical rebalancing, Fashion-MNIST pairs (majority {s['majority']})",
+             "", f"- command: `{doc['command']}`", f"- budget: {doc['budget']}",
+             f"- machine: {doc['machine']['cpu']}, {doc['machine']['torch_threads']} torch thread(s)",
+             f"- complete: {doc['complete']}", ""]  # fmt: skip
+    rows = doc["rows"]
+    for pair in s["pairs"]:
+        for metric, title in (("acsa", "ACSA"), ("minority_f1", "minority-class F1")):
+            lines += [f"## {pair}: {title}", ""]
+            head = " | ".join(f"n_B = {n}" for n in sizes)
+            seed_head = " | seed CelebA 50 | 100 | 200" if metric == "acsa" else ""
+            lines += [f"| method | {head}{seed_head} | CPU s (all sizes) |",
+                      "| --- | " + " | ".join("---" for _ in sizes) + (" | --- | --- | ---" if seed_head else "")
+                      + " | --- |"]  # fmt: skip
+            for strat in [*CLASSICAL, *JOINT]:
+                if strat not in s["strategies"]:
+                    continue
+                cells, cpu = [], 0.0
+                for n in sizes:
+                    row = rows.get(f"{pair}|{n}|{strat}")
+                    cells.append(_cell(row and row[metric], len(row["seeds"]) if row else 0, full))
+                    cpu += row["cpu_seconds"] if row else 0.0
+                seed = " | " + " | ".join(f"{v:.4f}" for v in SEED_CELEBA[strat]) if seed_head else ""
+                lines.append(f"| {ROW_NAMES[strat]} | " + " | ".join(cells) + f"{seed} | {cpu:.0f} |")
+            lines.append("")
+        lines += closing(doc, pair) + [""]
+    lines += [f"- {n}" for n in doc["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def closing(doc: dict, pair: str) -> list[str]:
+    """Per minority size: ALT and AUG against the best classical row on mean ACSA (a tie: within the larger
+    of the two standard deviations)."""
+    out = []
+    for n in doc["settings"]["minority"]:
+        classical = [(doc["rows"][k]["acsa"]["mean"], doc["rows"][k]["acsa"]["std"], s) for s in CLASSICAL
+                     if (k := f"{pair}|{n}|{s}") in doc["rows"]]  # fmt: skip
+        if not classical:
+            continue
+        best, best_std, name = max(classical)
+        parts = []
+        for strat in JOINT:
+            row = doc["rows"].get(f"{pair}|{n}|{strat}")
+            if row is None:
+                continue
+            m, sd = row["acsa"]["mean"], row["acsa"]["std"]
+            verdict = "ties" if abs(m - best) <= max(sd, best_std) else ("beats" if m > best else "loses to")
+            parts.append(f"{ROW_NAMES[strat]} {m:.4f} {verdict} {ROW_NAMES[name]} {best:.4f} ({m - best:+.4f})")
+        if parts:
+            out.append(f"- {pair}, n_B = {n}: " + "; ".join(parts) + ".")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
+    p.add_argument("--pairs", default=",".join(PAIRS), help=f"comma list of {', '.join(PAIRS)}")
+    p.add_argument("--minority", default=",".join(map(str, MINORITY)), help="minority training counts")
+    p.add_argument("--majority", type=int, default=6000)
+    p.add_argument("--strategies", default=",".join([*CLASSICAL, *JOINT]), help="rows (comma list)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--joint-seeds-large", type=int, default=1, help="ALT/AUG seeds beyond the two smallest sizes")
+    p.add_argument("--epochs", type=float, default=20.0, help="classifier passes over the real training part")
+    p.add_argument("--joint-gan-steps", type=int, default=1000)
+    p.add_argument("--joint-batch-size", type=int, default=8)
+    p.add_argument("--ngf", type=int, default=16, help="generator and discriminator width")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temporary folder)")
+    p.add_argument("--stem", default=STEM)
+    p.add_argument("--quick", action="store_true", help="a tiny end-to-end check (minutes), not a result")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.pairs, args.minority, args.majority, args.seeds = "sneaker-ankleboot", "25", 300, 1
+        args.strategies, args.epochs, args.joint_gan_steps, args.ngf = "vanilla,cs,cyclegan-alt,cyclegan-aug", 1, 20, 8
+        args.out = args.out or str(Path(tempfile.gettempdir()) / "tailgan_joint_binary_quick")
+    out = Path(args.out or REPO / "benchmarks" / "results")
+    torch.set_num_threads(args.threads)
+    pairs = [x for x in args.pairs.split(",") if x]
+    sizes = [int(x) for x in args.minority.split(",") if x]
+    strategies = [x for x in args.strategies.split(",") if x]
+    unknown = [x for x in pairs if x not in PAIRS] + [x for x in strategies if x not in ROW_NAMES]
+    if unknown:
+        p.error(f"unknown pair or strategy {unknown[0]!r}")
+
+    grids = out / f"{args.stem}_grids"
+    cfg = ClassifyConfig(
+        arch="lenet5", epochs=args.epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
+        joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
+    )  # fmt: skip
+    settings = {"pairs": pairs, "minority": sizes, "majority": args.majority, "strategies": strategies,
+                "seeds": args.seeds, "joint_seeds_large": args.joint_seeds_large,
+                "config": json.loads(json.dumps(asdict(cfg)))}  # fmt: skip
+    path = out / f"{args.stem}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else None
+    if doc is not None and doc.get("settings_key") != settings_key(settings):
+        p.error(f"{path} was made with other settings; pass --stem NAME for a new table (or delete it)")
+    if doc is None:
+        doc = {"settings": settings, "settings_key": settings_key(settings), "rows": {}}
+    doc.update(
+        command="python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:]),
+        machine=machine_info(),
+        budget=(f"LeNet-5, {args.epochs:g} epochs of the real training part for every row (SGD lr {cfg.lr}, batch "
+                f"{cfg.batch_size}); ALT/AUG: {args.joint_gan_steps} CycleGAN updates first (ResNet-6 ngf "
+                f"{args.ngf}, PatchGAN ndf {args.ngf}, batch {args.joint_batch_size} per domain, precision "
+                f"{args.precision}), ALT one more per classifier update"),  # fmt: skip
+        notes=[
+            "Model selection on a stratified 10 % validation split of the imbalanced training data; test set "
+            "(1,000 images per class) used once. Seeds: " + f"{args.seeds} per row"
+            + (f"; ALT/AUG {args.joint_seeds_large} beyond the two smallest sizes (marked)"
+               if args.joint_seeds_large < args.seeds else ""),
+            "The seed's CelebA columns (majority 10,000, another dataset, its own protocol) are for orientation.",
+            "us+cs / os+cs resample half-way and weight by inverse frequency (tailgan.classify.strategies).",
+            f"Translation grids (rows: real A, G_AB(A), cycled back, real B, G_BA(B), cycled back): {grids.name}/.",
+        ],
+    )
+    full = load_data("fashion_mnist", root=args.root)
+    total = len(pairs) * len(sizes) * len(strategies)
+    for pair in pairs:
+        for n in sizes:
+            data = binary_pair(full, PAIRS[pair], (args.majority, n), seed=0)
+            for strat in strategies:
+                key = f"{pair}|{n}|{strat}"
+                if key in doc["rows"]:
+                    print(f"skip {key} (done)", flush=True)
+                    continue
+                seeds = row_seeds(strat, n, sizes, args.seeds, args.joint_seeds_large)
+                row_cfg = replace(cfg, joint_grid_dir=str(grids / f"{pair}_{n}")) if strat in JOINT else cfg
+                print(f"== {key} seeds {seeds}", flush=True)
+                doc["rows"][key] = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg)}
+                doc["complete"] = len(doc["rows"]) == total
+                atomic_write_json(path, doc)
+                atomic_write_text(out / f"{args.stem}.md", render(doc))
+    doc["complete"] = len(doc["rows"]) == total
+    atomic_write_json(path, doc)
+    atomic_write_text(out / f"{args.stem}.md", render(doc))
+    print(f"wrote {path} and {out / (args.stem + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
