@@ -2,7 +2,8 @@
 
 Issue 10's quality bar: a 2,000-G-step ``ecogan-dcgan`` run on Fashion-MNIST-LT in the fast mode, seed 0,
 against 3 fp32 seeds (0, 1, 2) of the same run (the committed table used 1,200 G steps, ``--steps``: the
-session's CPU budget on a shared 2-core machine did not allow four 2,000-step runs); FID, KID and label accuracy (the evaluator at 32 px, the
+session's CPU budget on a shared 2-core machine did not allow four 2,000-step runs); FID, KID and label
+accuracy (the evaluator at 32 px, the
 balanced test split as reference, equal fakes per class), overall and on the three rarest classes. The fast
 run passes when its figures lie within the range of the fp32 seeds (widened by nothing).
 
