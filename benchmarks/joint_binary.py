@@ -34,7 +34,10 @@ in a minute (tiny budget, one pair, majority 300, one size, into a temporary fol
     python benchmarks/joint_binary.py                # the full table (hours on one thread; resumable)
     python benchmarks/joint_binary.py --quick        # a tiny end-to-end check
 
-Writes benchmarks/results/joint_binary.{json,md} and joint_binary_grids/<pair>_<n>_<strategy>_seed0.png.
+    python benchmarks/joint_binary.py --multiclass   # the K-class rows on fashion_mnist_lt
+
+Writes benchmarks/results/joint_binary.{json,md} and joint_binary_grids/<pair>_<n>/<strategy>_seed<N>.png
+(``--multiclass``: joint_binary_multiclass.{json,md} and its grids).
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tailgan.classify.bench import machine_info, mean_std  # noqa: E402
+from tailgan.classify.bench import machine_info, mean_std, run_bench  # noqa: E402
 from tailgan.classify.joint import binary_pair  # noqa: E402
 from tailgan.classify.train import ClassifyConfig, train_and_score  # noqa: E402
-from tailgan.data import load_data  # noqa: E402
+from tailgan.data import load_data, to_float  # noqa: E402
+from tailgan.explain.checkpoint import load_classifier, save_classifier  # noqa: E402
+from tailgan.explain.heatmaps import explain_heatmaps  # noqa: E402
 from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 STEM = "joint_binary"
@@ -66,6 +71,7 @@ MINORITY = (25, 50, 100, 200)
 CLASSICAL = ("vanilla", "ts", "cs", "us", "os", "us+cs", "os+cs", "smote",
              "cbl:0.9", "cbl:0.99", "cbl:0.999", "cbl:0.9999")  # fmt: skip
 JOINT = ("cyclegan-alt", "cyclegan-aug")
+HEATMAP_ROWS = ("vanilla", "cs", "cyclegan-alt", "cyclegan-aug")  # classifiers kept at the smallest size
 ROW_NAMES = {"vanilla": "Vanilla", "ts": "TS", "cs": "CS", "us": "US", "os": "OS", "us+cs": "US+CS",
              "os+cs": "OS+CS", "smote": "SMOTE", "cbl:0.9": "CBL (beta=0.9)", "cbl:0.99": "CBL (beta=0.99)",
              "cbl:0.999": "CBL (beta=0.999)", "cbl:0.9999": "CBL (beta=0.9999)", "cyclegan-alt": "ALT",
@@ -94,11 +100,18 @@ def row_seeds(strategy: str, n_minority: int, sizes: list[int], seeds: int, join
     return list(range(seeds))
 
 
-def run_row(data, strategy: str, seeds: list[int], cfg: ClassifyConfig) -> dict:
-    """Every seed of one row; the CPU time (process time, all threads) and wall time it took."""
+def run_row(data, strategy: str, seeds: list[int], cfg: ClassifyConfig, keep: Path | None = None) -> dict:
+    """Every seed of one row; the CPU time (process time, all threads) and wall time it took. ``keep``: save
+    seed 0's selected classifier there (``tailgan explain`` format)."""
     runs, cpu0, wall0 = [], time.process_time(), time.perf_counter()
     for seed in seeds:
-        r = train_and_score(data, strategy, seed, cfg, log=lambda s: print(s, flush=True))
+
+        def save(model, seed=seed):
+            if keep is not None and seed == 0:
+                save_classifier(model, keep, arch=cfg.arch, num_classes=2, in_channels=data.train.images.shape[1],
+                                classes=data.classes, image_size=data.train.images.shape[-1])  # fmt: skip
+
+        r = train_and_score(data, strategy, seed, cfg, log=lambda s: print(s, flush=True), keep_model=save)
         runs.append({k: r[k] for k in ("seed", "acsa", "macro_f1", "minority_f1", "accuracy", "selected_step",
                                        "steps", "valid_acsa", "recall_per_class", "f1_per_class",
                                        "confusion_matrix", "seconds") if k in r})  # fmt: skip
@@ -113,6 +126,15 @@ def run_row(data, strategy: str, seeds: list[int], cfg: ClassifyConfig) -> dict:
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "wall_seconds": round(time.perf_counter() - wall0, 1),
     }
+
+
+def heatmap_figure(data, files: dict[str, Path], path: Path) -> None:
+    """Grad-CAM and RISE maps of the kept classifiers side by side on the first 3 test images of each class."""
+    models = {ROW_NAMES[s]: load_classifier(f)[0] for s, f in files.items()}
+    idx = torch.cat([torch.nonzero(data.test.labels == c).flatten()[:3] for c in (1, 0)])
+    images = to_float(data.test.images[idx])
+    titles = [data.classes[int(c)] for c in data.test.labels[idx]]
+    explain_heatmaps(models, images, path, targets=data.test.labels[idx], row_titles=titles, n_masks=1000)
 
 
 def _cell(stat: dict | None, n_seeds: int, full: int) -> str:
@@ -179,6 +201,38 @@ def closing(doc: dict, pair: str) -> list[str]:
     return out
 
 
+def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """The K-class rows (StarGAN-style translator into the tail classes) on fashion_mnist_lt; resumable: the
+    strategies already in the report are kept."""
+    out = Path(args.out or REPO / "benchmarks" / "results")
+    torch.set_num_threads(args.threads)
+    epochs = 30.0 if args.epochs == 20.0 else args.epochs  # classify_fmnist_lt's budget unless given
+    cfg = ClassifyConfig(
+        arch="lenet5", epochs=epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
+        joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
+        joint_grid_dir=str(out / f"{args.stem}_multiclass_grids"),
+    )  # fmt: skip
+    stem = f"{args.stem}_multiclass"
+    report = out / f"{stem}.json"
+    previous = json.loads(report.read_text()) if report.is_file() else None
+    done = {r["strategy"] for r in (previous or {}).get("results", [])}
+    todo = [s for s in ("stargan-alt", "stargan-aug") if s not in done]
+    data = load_data("fashion_mnist_lt", root=args.root)
+    command = "python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:])
+    header = {
+        "command": command,
+        "budget": (f"LeNet-5, {epochs:g} epochs of the real LT training part (as classify_fmnist_lt); "
+                   f"{args.joint_gan_steps} translator updates first (ngf {args.ngf}, batch {args.joint_batch_size}), "
+                   "targets: the classes below the median count"),  # fmt: skip
+        "data": "fashion_mnist_lt",
+    }
+    notes = ["Compare with benchmarks/results/classify_fmnist_lt.md (same data, classifier and step budget)."]
+    run_bench(data, todo, range(args.seeds), cfg, out, header=header, notes=notes, stem=stem, previous=previous,
+              log=lambda s: print(s, flush=True))  # fmt: skip
+    print(f"wrote {out / (stem + '.md')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
@@ -197,7 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temporary folder)")
     p.add_argument("--stem", default=STEM)
     p.add_argument("--quick", action="store_true", help="a tiny end-to-end check (minutes), not a result")
+    p.add_argument(
+        "--multiclass",
+        action="store_true",
+        help="instead: stargan-alt / stargan-aug on fashion_mnist_lt (K = 10), the budget of "
+        "benchmarks/classify_fmnist_lt.py (LeNet-5, 30 epochs), into <stem>_multiclass.{json,md}",
+    )
     args = p.parse_args(argv)
+    if args.multiclass:
+        return multiclass(args, argv)
     if args.quick:
         args.pairs, args.minority, args.majority, args.seeds = "sneaker-ankleboot", "25", 300, 1
         args.strategies, args.epochs, args.joint_gan_steps, args.ngf = "vanilla,cs,cyclegan-alt,cyclegan-aug", 1, 20, 8
@@ -211,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown pair or strategy {unknown[0]!r}")
 
-    grids = out / f"{args.stem}_grids"
+    grids, kept = out / f"{args.stem}_grids", out / f"{args.stem}_classifiers"
     cfg = ClassifyConfig(
         arch="lenet5", epochs=args.epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
         joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
@@ -240,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             "The seed's CelebA columns (majority 10,000, another dataset, its own protocol) are for orientation.",
             "us+cs / os+cs resample half-way and weight by inverse frequency (tailgan.classify.strategies).",
             f"Translation grids (rows: real A, G_AB(A), cycled back, real B, G_BA(B), cycled back): {grids.name}/.",
+            f"Heat maps (Grad-CAM, RISE; seed 0, smallest minority size): {args.stem}_heatmaps_<pair>.png; the "
+            f"classifiers behind them: {kept.name}/ (`tailgan explain` reads them).",
         ],
     )
     full = load_data("fashion_mnist", root=args.root)
@@ -254,11 +318,16 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 seeds = row_seeds(strat, n, sizes, args.seeds, args.joint_seeds_large)
                 row_cfg = replace(cfg, joint_grid_dir=str(grids / f"{pair}_{n}")) if strat in JOINT else cfg
+                keep = kept / f"{pair}_{n}_{strat}.pt" if n == min(sizes) and strat in HEATMAP_ROWS else None
                 print(f"== {key} seeds {seeds}", flush=True)
-                doc["rows"][key] = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg)}
+                doc["rows"][key] = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)}
                 doc["complete"] = len(doc["rows"]) == total
                 atomic_write_json(path, doc)
                 atomic_write_text(out / f"{args.stem}.md", render(doc))
+            files = {s: kept / f"{pair}_{n}_{s}.pt" for s in HEATMAP_ROWS if s in strategies}
+            figure = out / f"{args.stem}_heatmaps_{pair}.png"
+            if n == min(sizes) and files and all(f.is_file() for f in files.values()) and not figure.is_file():
+                heatmap_figure(data, files, figure)
     doc["complete"] = len(doc["rows"]) == total
     atomic_write_json(path, doc)
     atomic_write_text(out / f"{args.stem}.md", render(doc))

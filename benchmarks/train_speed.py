@@ -530,7 +530,8 @@ def worker_memory(name: str, impl: str, data: str, root: str, device: str, steps
             t0 = time.perf_counter()
             train(cfg, Path(tmp) / "run")
             result["train_wall_s"] = time.perf_counter() - t0
-            records = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+            lines = (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()
+            records = [r for r in map(json.loads, lines) if "event" not in r]  # the step records
         result["train_steps_per_s"] = [r["steps_per_s"] for r in records if "steps_per_s" in r]
         result["train_step1_losses"] = {
             k: v for k, v in records[0].items() if k not in ("step", "steps_per_s", "phase")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 
 import torch
 
-from tailgan.data import ImageSet, export_image_sets, load_data, to_uint8
+from tailgan.data import ImageSet, export_image_sets, load_data, to_float, to_uint8
+from tailgan.data.folder import read_images
 from tailgan.engine import checkpoint_path, load_generator
 from tailgan.errors import TailganError
 from tailgan.outputs import FolderLock, check_not_inside
@@ -19,11 +21,35 @@ def balance_counts(train_counts: list[int], target: str) -> list[int]:
     return [max(goal - n, 0) for n in train_counts]
 
 
+def _translation_inputs(g, args: argparse.Namespace) -> tuple[torch.Tensor, list[int], list[str]]:
+    """A folder of images to translate into class ``--to``: (source images in [-1, 1], counts, class names)."""
+    if not g.output.translates:
+        raise TailganError(f"{args.run} generates from noise, not from images: drop --source")
+    if not args.source or args.to is None:
+        raise TailganError("this run translates images: give the images and the class to turn them into, "
+                           "--source DIR --to C")  # fmt: skip
+    if not 0 <= args.to < g.num_classes:
+        raise TailganError(f"--to {args.to} is not a class of this run (0..{g.num_classes - 1})")
+    folder = Path(args.source)
+    if not folder.is_dir():
+        raise TailganError(f"--source {folder} is not a folder of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif"))
+    if not files:
+        raise TailganError(f"--source {folder} holds no images (.png, .jpg, ...)")
+    images = read_images(files, g.img_size, g.img_channels, fit="resize")
+    counts = [0] * g.num_classes
+    counts[args.to] = len(images)
+    return to_float(images), counts, [f"cls{c}" for c in range(g.num_classes)]
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     check_not_inside(args.out, [args.run])  # before anything is generated
     g = load_generator(args.run, checkpoint=args.checkpoint, device=args.device)
     g.require_images("tailgan sample")
-    if args.balance_to:
+    source = None
+    if g.output.translates or args.source:
+        source, counts, classes = _translation_inputs(g, args)
+    elif args.balance_to:
         if args.balance_to != "max" and not args.balance_to.isdigit():
             raise TailganError(f"--balance-to {args.balance_to!r}: use 'max' or a number of images per class")
         data = load_data(g.data_config)
@@ -41,7 +67,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             with contextlib.suppress(TailganError):  # the run's data is not here: plain names will do
                 classes = load_data(g.data_config).classes
     labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
-    images = to_uint8(g.sample(labels, seed=args.seed, batch_size=args.batch_size))
+    images = to_uint8(g.sample(labels, seed=args.seed, batch_size=args.batch_size, source=source))
     manifest = {
         "generated": True,
         "run": str(args.run),
@@ -67,6 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="write generated images of a run as PNGs (OUT/train/cls<c>/...)")
     p.add_argument("run", help="run folder written by tailgan train")
     p.add_argument("--class", dest="cls", type=int, help="class index to generate")
+    p.add_argument("--source", help="translating runs: a folder of images to translate (any layout, any size)")
+    p.add_argument("--to", type=int, help="translating runs: the class to translate the --source images into")
     p.add_argument("--n", type=int, default=64, help="images to generate for --class")
     p.add_argument("--balance-to", help="'max' (or a number): for every class, as many images as it lacks")
     p.add_argument("--out", required=True, help="output folder (must be empty or absent)")

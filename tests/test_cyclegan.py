@@ -338,3 +338,93 @@ def test_classifier_training_fp32_is_exact():
     assert record["first_loss"] == expected
     again = _train("fp32")[1]
     assert_same(flatten_state(model.state_dict()), flatten_state(again.state_dict()))
+
+
+# --- the K-class variant: one StarGAN-style translator into the tail classes ---------------------------------
+
+STAR = ["precision=fp32", "optim.batch_size=4", "log_every=1", "ckpt_every=1", "sample_every=2", "data.resolution=8",
+        "options.ngf=4", "options.ndf=4", "options.n_blocks=1"]  # fmt: skip
+
+
+def test_stargan_targets_are_the_tail_classes_never_the_source():
+    from tailgan.methods.stargan import target_classes
+
+    counts = (120, 92, 71, 55, 43, 33, 25, 20, 15, 12)  # digits_lt; the median class (sorted[5]) has 43
+    assert target_classes(counts, "tail") == [5, 6, 7, 8, 9]
+    assert target_classes(counts, "all") == list(range(10))
+    cfg = make_config("stargan-cls", data="digits_lt", overrides=STAR, steps=2)
+    m = build_method(cfg, DataShape(10, 1, 8, counts), RunContext())
+    y = torch.tensor([0, 5, 6, 7, 8, 9] * 20)
+    t = m.draw_targets(y)
+    assert set(t.tolist()) <= {5, 6, 7, 8, 9} and not bool((t == y).any())
+
+
+@pytest.mark.parametrize("mode", ["aug", "alt"])
+def test_stargan_trains_both_modes_and_resumes_bit_exact(tmp_path, mode):
+    opts = [*STAR, f"options.mode={mode}", "options.gan_steps=2", "options.gan_warmup=2", "options.cls_warmup=1",
+            "options.lr_decay=false"]  # fmt: skip
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_cli("train", "--method", "stargan-cls", "--data", "digits_lt", *opts, "--steps", 3, "--out", straight)
+    run_cli("train", "--method", "stargan-cls", "--data", "digits_lt", *opts, "--steps", 1, "--out", split)
+    run_cli("train", "--resume", split, "--steps", 3)
+    assert_same(state(straight), state(split))
+    phases = [r["phase"] for r in read_log(straight)]
+    assert phases == (["stargan"] * 2 + ["classifier"] * 3 if mode == "aug" else
+                      ["gan_warmup"] * 2 + ["cls_warmup"] + ["joint"] * 3)  # fmt: skip
+    grid = Image.open(straight / "samples" / "step_0000003.png")
+    assert grid.size == (8 * 8 + 9 * 2, 6 * 8 + 7 * 2)  # sources + 5 tail classes
+    g = load_generator(straight)
+    src = torch.rand(2, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        want = g.method.nets["G"](src, torch.tensor([7, 9]))
+    assert torch.allclose(g.sample(torch.tensor([7, 9]), source=src), want, atol=1e-6)
+
+
+def test_stargan_classifier_loss_reaches_the_translator_in_alt_only():
+    cfg = make_config("stargan-cls", data="digits_lt", overrides=[*STAR, "options.mode=alt"], steps=2)
+    m = build_method(cfg, DataShape(10, 1, 8, (120, 92, 71, 55, 43, 33, 25, 20, 15, 12)), RunContext())
+    x, y = torch.rand(6, 1, 8, 8) * 2 - 1, torch.tensor([0, 0, 1, 1, 2, 3])
+    t = m.draw_targets(y)
+    g = m.generator_losses(x, y, t, with_cls=True)
+    assert grad_norms(g["joint_cls"], {"G": m.nets["G"]})["G"] > 0
+    c = m.classifier_loss(x, y, g["fake"].detach(), t)
+    assert grad_norms(c, {"G": m.nets["G"]})["G"] == 0.0 and grad_norms(c, {"C": m.nets["C"]})["C"] > 0
+    # L_cls / K against the per-class means written out (real classes 0..3, translated classes t)
+    with torch.no_grad():
+        logits = m.nets["C"](torch.cat([x, g["fake"]]))
+    ce = F.cross_entropy(logits, torch.cat([y, t]), reduction="none")
+    labels, real = torch.cat([y, t]), torch.arange(12) < 6
+    want = sum(ce[(labels == k) & (real == r)].mean() for k in range(10) for r in (True, False)
+               if bool(((labels == k) & (real == r)).any())) / 10  # fmt: skip
+    assert c.item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_stargan_strategy_scores_a_k_class_task():
+    from tailgan.classify import train_and_score
+
+    r = train_and_score(load_data("digits_lt", resolution=8), "stargan-alt", seed=0, log=lambda s: None,
+                        **{**JOINT, "joint_options": ("options.ngf=4", "options.ndf=4", "options.n_blocks=1")})
+    assert r["strategy"] == "stargan-alt" and len(r["recall_per_class"]) == 10
+    assert r["joint"]["targets"] == [5, 6, 7, 8, 9]  # the tail of the training part's counts
+    assert r["selected_step"] in {2, 4, 6}
+
+
+def test_sample_translates_a_folder_of_images_from_the_cli(tmp_path, capsys):
+    from PIL import Image
+
+    from tailgan.cli import main as cli
+
+    run = tmp_path / "run"
+    options = ["options.class_a=0", "options.class_b=9", "options.cyclegan_steps=1", "options.ngf=4",
+               "options.ndf=4", "options.n_blocks=1", "optim.batch_size=2", "data.resolution=8", "sample_every=0"]
+    assert cli(["train", "--method", "cyclegan-cls", "--data", "digits_lt", *options, "--steps", "1",
+                "--out", str(run)]) == 0  # fmt: skip
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        Image.new("L", (28, 28), 30 * i).save(src / f"{i}.png")  # any size: brought to the run's 8 px
+    assert cli(["sample", str(run), "--class", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--source DIR --to C" in capsys.readouterr().err
+    assert cli(["sample", str(run), "--source", str(src), "--to", "9", "--out", str(tmp_path / "out")]) == 0
+    made = sorted((tmp_path / "out" / "train" / "cls9").glob("*.png"))
+    assert len(made) == 3 and Image.open(made[0]).size == (8, 8)

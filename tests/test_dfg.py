@@ -193,3 +193,28 @@ def test_dfg_strategy_resumes_bit_exact(tmp_path, source_file):
     assert whole.best is not None and whole.best["split"] == "valid"
     r = train_and_score_transfer(data, "dfg", 0, cfg, source=source_file, out=tmp_path / "whole", log=lambda m: None)
     assert r["selected_step"] == whole.best["step"] and 0 <= r["acsa"] <= 1
+
+
+@pytest.mark.parametrize("strategy", ["original", "finetune", "delta", "dfg"])
+def test_transfer_strategies_run_from_the_classify_cli(strategy, tmp_path, monkeypatch):
+    import json
+
+    from tailgan.cli import main as cli
+
+    monkeypatch.setenv("TAILGAN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / strategy
+    source = [] if strategy == "original" else ["--source", "digits"]
+    args = ["classify", "--strategy", strategy, *source, "--data", "digits", "recipe=minority", "imbalance_factor=5",
+            "n_minority=4", "resolution=32", "fit=pad", "--steps", "4", "--seeds", "1", "--out", str(out)]  # fmt: skip
+    assert cli(args) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= result["summary"]["acsa"]["mean"] <= 1.0
+    if strategy == "dfg":  # its run folder, with the attention figure, next to the results
+        assert list((out / "transfer_runs" / "dfg_seed0" / "dfg").glob("attention_step_*.png"))
+
+
+def test_transfer_strategy_without_a_source_is_a_one_line_error(tmp_path, capsys):
+    from tailgan.cli import main as cli
+
+    assert cli(["classify", "--strategy", "finetune", "--data", "digits_lt", "--out", str(tmp_path / "x")]) == 2
+    assert "--source" in capsys.readouterr().err

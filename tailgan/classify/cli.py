@@ -134,6 +134,12 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
     p.add_argument("--synthetic-dir", help="folder of synthetic images (strategy 'folder')")
     p.add_argument(
+        "--source",
+        help="original/finetune/delta/dfg: the source network, a weights file or a dataset to pre-train it on "
+        "(e.g. mnist: MNIST stands in for DFG's EMNIST offline; cached under $TAILGAN_CACHE)",
+    )
+    p.add_argument("--source-root", help="folder holding the source dataset (default: --root)")
+    p.add_argument(
         "--precision",
         default=d.precision,
         choices=("auto", "fp32", "bf16"),
@@ -211,6 +217,9 @@ def _config(args: argparse.Namespace) -> ClassifyConfig:
         joint_gan_steps=args.joint_gan_steps,
         joint_batch_size=args.joint_batch_size,
         joint_options=tuple(args.joint_option),
+        source=args.source,
+        source_root=args.source_root,
+        transfer_dir=str(Path(args.out) / "transfer_runs"),
     )
     cfg.check()
     return cfg

@@ -1,8 +1,10 @@
-"""The joint CycleGAN + classifier strategies (``cyclegan-aug``, ``cyclegan-alt``) on a binary task.
+"""The joint translator + classifier strategies: ``cyclegan-aug`` / ``cyclegan-alt`` on a binary task,
+``stargan-aug`` / ``stargan-alt`` on K classes.
 
-``tailgan classify --strategy cyclegan-aug`` trains the recipe ``cyclegan-cls`` (``tailgan.methods.cyclegan``)
-in memory on the *training part* of the imbalanced data (the validation split carved from it is never
-seen by the translators or the classifier), and keeps the classifier checkpoint with the best validation
+``tailgan classify --strategy cyclegan-aug`` trains the recipe ``cyclegan-cls`` (``tailgan.methods.cyclegan``;
+``stargan-*``: ``stargan-cls``, ``tailgan.methods.stargan``) in memory on the *training part* of the
+imbalanced data (the validation split carved from it is never seen by the translators or the
+classifier), and keeps the classifier checkpoint with the best validation
 ACSA, exactly as the other strategies do; the caller scores it on the real test set.
 
 Budget, so the table compares like with like: the classifier makes the same number of optimizer updates
@@ -37,7 +39,13 @@ from tailgan.errors import TailganError
 from tailgan.io import atomic_write
 from tailgan.nets.precision import resolve_precision
 
-JOINT_MODES = {"cyclegan-aug": "aug", "cyclegan-alt": "alt"}
+# strategy -> (recipe, mode)
+JOINT_MODES = {
+    "cyclegan-aug": ("cyclegan-cls", "aug"),
+    "cyclegan-alt": ("cyclegan-cls", "alt"),
+    "stargan-aug": ("stargan-cls", "aug"),
+    "stargan-alt": ("stargan-cls", "alt"),
+}
 
 
 def _pick(labels: torch.Tensor, c: int, n: int | None, seed: int, what: str) -> torch.Tensor:
@@ -131,20 +139,21 @@ def write_grid(method: Any, path: Path, seed: int = 0) -> None:
 
 
 def joint_recipe_options(
-    mode: str, cfg: Any, counts: Sequence[int], steps: int, seed: int, device: str | torch.device
+    strategy: str, cfg: Any, counts: Sequence[int], seed: int, device: str | torch.device
 ) -> list[str]:
-    """The ``cyclegan-cls`` overrides a classify config implies (the user's ``joint_options`` come last)."""
-    a, b = int(np.argmax(counts)), int(np.argmin(counts))
+    """The recipe overrides a classify config implies (the user's ``joint_options`` come last)."""
+    recipe, mode = JOINT_MODES[strategy]
     opt_name = "adamw" if cfg.optimizer == "adam" else "sgd"
+    pair = [f"options.class_a={int(np.argmax(counts))}", f"options.class_b={int(np.argmin(counts))}"]
     options = [
-        f"options.mode={mode}", f"options.class_a={a}", f"options.class_b={b}", f"options.classifier={cfg.arch}",
+        f"options.mode={mode}", *(pair if recipe == "cyclegan-cls" else []), f"options.classifier={cfg.arch}",
         f"options.cls_optim.name={opt_name}", f"options.cls_optim.lr={cfg.lr}",
         f"options.cls_optim.momentum={cfg.momentum}", "options.cls_optim.nesterov=true",
         f"options.cls_optim.weight_decay={cfg.weight_decay}", f"optim.batch_size={cfg.joint_batch_size}",
         f"precision={cfg.precision}", f"seed={seed}", f"device={device}",
     ]  # fmt: skip
     if mode == "aug":
-        options.append(f"options.cyclegan_steps={cfg.joint_gan_steps}")
+        options.append(f"options.{'cyclegan' if recipe == 'cyclegan-cls' else 'gan'}_steps={cfg.joint_gan_steps}")
     else:
         options += [f"options.gan_warmup={cfg.joint_gan_steps}", "options.cls_warmup=0"]
     return options + list(cfg.joint_options)
@@ -165,30 +174,31 @@ def train_joint(
     lr_factor: Callable[[int, int, float], float] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[nn.Module, dict]:
-    """Train ``cyclegan-cls`` in mode ``aug`` / ``alt`` on ``real`` (binary); returns the classifier (the
-    best-on-``evaluate`` checkpoint when ``evaluate`` is given, else the last) in eval mode and a record.
+    """Train the recipe of ``strategy`` (``cyclegan-cls`` on a binary ``real``, ``stargan-cls`` on K classes)
+    in its mode; returns the classifier (the best-on-``evaluate`` checkpoint when ``evaluate`` is given, else
+    the last) in eval mode and a record.
 
     ``evaluate(model) -> validation ACSA`` runs at the main-phase steps ``eval_at``; ``lr_factor(step, total,
     warmup)`` is the classifier's learning-rate schedule (default: constant).
     """
     if strategy not in JOINT_MODES:
         raise TailganError(f"unknown joint strategy {strategy!r}; use one of {', '.join(JOINT_MODES)}")
-    if real.num_classes != 2:
+    recipe, mode = JOINT_MODES[strategy]
+    if recipe == "cyclegan-cls" and real.num_classes != 2:
         raise TailganError(
             f"strategy {strategy} needs a binary task, the data has {real.num_classes} classes; pick two with "
-            "--pair A,B (and --pair-counts NA,NB)"
+            "--pair A,B (and --pair-counts NA,NB), or use stargan-aug / stargan-alt"
         )
     counts = real.counts()
     if min(counts) < 1:
         raise TailganError(f"strategy {strategy}: both classes need training images, got counts {counts}")
-    mode = JOINT_MODES[strategy]
-    overrides = joint_recipe_options(mode, cfg, counts, steps, seed, device)
-    tcfg = make_config("cyclegan-cls", overrides=overrides, steps=steps)
+    overrides = joint_recipe_options(strategy, cfg, counts, seed, device)
+    tcfg = make_config(recipe, overrides=overrides, steps=steps)
     device = torch.device(device)
     precision, note = resolve_precision(tcfg.precision, device)
     if note:
         log(note)
-    shape = DataShape(2, real.images.shape[1], real.images.shape[-1], tuple(counts))
+    shape = DataShape(real.num_classes, real.images.shape[1], real.images.shape[-1], tuple(counts))
     with torch.random.fork_rng(devices=[]):  # build_method seeds the global generator; leave the caller's as it was
         method = build_method(tcfg, shape, RunContext(device=device, precision=precision))
     train_data = replace(data, train=real, valid=None)
@@ -213,13 +223,13 @@ def train_joint(
         "tau": None,
         "history": select.history,
         "joint": {
+            "recipe": recipe,
             "mode": mode,
             "recipe_options": overrides,
             "gan_updates": method.total_gan_updates(),
             "precision": precision.name,
-            "gamma": method.gamma,
-            "class_a": method.options.class_a,
-            "class_b": method.options.class_b,
+            **({"gamma": method.gamma, "class_a": method.options.class_a, "class_b": method.options.class_b}
+               if recipe == "cyclegan-cls" else {"targets": method.targets.tolist()}),
         },
     }
     return c, record

@@ -12,7 +12,8 @@ Names (``parse_strategy``): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, c
 cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, la, la-posthoc, balanced-softmax, ce-drw, gan,
 folder. ``gan+S`` / ``folder+S`` combine synthetic images with any loss or prediction strategy S
 (``gan+la``, ``gan+cbl:0.99``, ``gan+ts``; ``gan`` alone is ``gan+vanilla``). ``cyclegan-aug`` and
-``cyclegan-alt`` (binary tasks) train the classifier jointly with a CycleGAN between the two classes
+``cyclegan-alt`` (binary tasks) train the classifier jointly with a CycleGAN between the two classes,
+``stargan-aug`` / ``stargan-alt`` (K classes) with one translator into the tail classes
 (``tailgan.classify.joint``).
 """
 
@@ -51,8 +52,12 @@ CLASSICAL_STRATEGIES = (
     "ce-drw",
 )
 SYNTHETIC_STRATEGIES = ("gan", "folder")
-JOINT_STRATEGIES = ("cyclegan-aug", "cyclegan-alt")  # a classifier trained with a CycleGAN (binary tasks)
-STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES
+# a classifier trained with a translator: a CycleGAN between two classes (binary tasks) or a StarGAN-style
+# translator into the tail classes (K classes)
+JOINT_STRATEGIES = ("cyclegan-aug", "cyclegan-alt", "stargan-aug", "stargan-alt")
+# transfer from a network pre-trained on a source set (DFG's rows; tailgan.classify.transfer)
+TRANSFER_STRATEGIES = ("original", "finetune", "delta", "dfg")
+STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES + TRANSFER_STRATEGIES
 # what synthetic images can be combined with: losses and prediction rules, not resamplers (the synthetic
 # images already rebalance the classes, and a resampler would duplicate or drop them blindly)
 COMBINABLE = tuple(s for s in CLASSICAL_STRATEGIES if s not in ("us", "os", "us+cs", "os+cs", "smote"))
@@ -83,8 +88,8 @@ class Strategy:
     combinations) or "smote"; loss: "ce", "cs", "cbl", "focal", "ldam-drw", "la", "balanced-softmax"
     or "ce-drw"; cb_loss_type: the class-balanced form (softmax, sigmoid, focal); adjust: how
     posteriors become predictions ("none", "ts": divided by the priors, "la-posthoc": divided by the
-    priors to the power tau chosen on validation); synthetic: None, "gan" or "folder"; joint: None, or
-    "aug" / "alt" for the classifier trained with a CycleGAN (its own loss, L_cls of the seed).
+    priors to the power tau chosen on validation); synthetic: None, "gan" or "folder"; joint: None, or the
+    joint strategy (``cyclegan-aug``, ...: the classifier trained with a translator, the seed's L_cls).
     """
 
     name: str
@@ -95,6 +100,7 @@ class Strategy:
     adjust: str = "none"
     synthetic: str | None = None
     joint: str | None = None
+    transfer: bool = False  # original / finetune / delta / dfg (tailgan.classify.transfer)
 
     @property
     def threshold_shift(self) -> bool:
@@ -111,7 +117,9 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     """Parse a strategy name (see the module docstring); ``beta`` is the CB beta unless the name gives one."""
     full = name.strip().lower()
     if full in JOINT_STRATEGIES:
-        return Strategy(name=full, joint=full.removeprefix("cyclegan-"))
+        return Strategy(name=full, joint=full)
+    if full in TRANSFER_STRATEGIES:
+        return Strategy(name=full, transfer=True)
     synthetic = None
     head, plus, rest = full.partition("+")
     if head in SYNTHETIC_STRATEGIES:

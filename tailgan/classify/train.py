@@ -46,6 +46,7 @@ from tailgan.classify.synthetic import (
     load_synthetic_folder,
     recognition_rates,
 )
+from tailgan.classify.transfer import TransferConfig, resolve_source, train_and_score_transfer
 from tailgan.data import BatchStream, ImageSet, LongTailedData, to_float
 from tailgan.data.splits import carve_validation, split_validation
 from tailgan.errors import TailganError
@@ -128,6 +129,10 @@ class ClassifyConfig:
     joint_batch_size: int = 16  # real images per class in each CycleGAN / classifier update
     joint_options: tuple[str, ...] = ()  # more cyclegan-cls overrides, e.g. ("options.ngf=16",)
     joint_grid_dir: str | None = None  # write the trained translator's grid there (<strategy>_seed<N>.png)
+    # original / finetune / delta / dfg (tailgan.classify.transfer)
+    source: str | None = None  # a source weights file, or a data spec to pre-train the source on (e.g. mnist)
+    source_root: str | None = None  # the source data's folder (default: the target data's root)
+    transfer_dir: str | None = None  # where the dfg runs live (<transfer_dir>/dfg_seed<N>; resumed)
 
     def check(self) -> None:
         """Refuse settings outside their range, naming the field and the range."""
@@ -569,6 +574,7 @@ def train_and_score(
     reference: nn.Module | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    keep_model: Callable[[nn.Module], None] | None = None,
     **overrides: Any,
 ) -> dict:
     """Train one classifier with ``strategy`` on ``data.train`` and score it on ``data.test`` (real images).
@@ -580,6 +586,7 @@ def train_and_score(
     ``config`` (e.g. ``epochs=5``). Returns a JSON-ready dict with the test metrics (``acsa``,
     ``macro_f1``, ``accuracy``, ``auc_ovr_macro``, per-class ``recall_per_class``/``f1_per_class``,
     ``confusion_matrix``, ``tail_recall``) and the run record (counts, steps, selected step, timings).
+    ``keep_model(model)`` receives the selected classifier (e.g. to save it for ``tailgan explain``).
     """
     cfg = config or ClassifyConfig()
     if overrides:
@@ -592,6 +599,8 @@ def train_and_score(
     _warn_unused(strat, generator, synthetic_dir, cfg)
     if len(data.test) == 0:
         raise TailganError("the dataset has no test split to score on; use a source with a test split")
+    if strat.transfer:
+        return _train_and_score_transfer(data, strat.name, seed, cfg, device, log)
     t0 = time.perf_counter()
     fraction, split_seed = cfg.valid_fraction, seed if cfg.split_seed is None else cfg.split_seed
     run_split = _generator_split(generator) if strat.synthetic == "gan" else None
@@ -664,6 +673,8 @@ def train_and_score(
                 lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
             )
             record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2}
+    if keep_model is not None:
+        keep_model(model)
     probs = predict_proba(model, data.test.images, loss_fn, priors, device, cfg.eval_batch_size, record["tau"] or 0.0)
     minority = int(np.argmin(real.counts()))
     metrics = classification_metrics(data.test.labels, probs.argmax(1), probs, data.num_classes, minority)
@@ -681,6 +692,31 @@ def train_and_score(
         "seconds": round(time.perf_counter() - t0, 2),
         "config": asdict(cfg),
     }
+
+
+def _train_and_score_transfer(
+    data: LongTailedData, strategy: str, seed: int, cfg: ClassifyConfig, device: Any, log: Callable[[str], None]
+) -> dict:
+    """The DFG family's rows through tailgan.classify.transfer, with this config's budget and split."""
+    if strategy != "original" and not cfg.source:
+        raise TailganError(
+            f"strategy {strategy} transfers from a source network: give --source (a weights file, or a dataset "
+            "to pre-train it on, e.g. --source mnist)"
+        )
+    source = None
+    if strategy != "original":
+        root = cfg.source_root or data.config.root
+        source = resolve_source(cfg.source, root=root, channels=data.train.images.shape[1], fit=data.config.fit,
+                                device=device, log=log)  # fmt: skip
+    out = Path(cfg.transfer_dir) / f"{strategy}_seed{seed}" if cfg.transfer_dir and strategy == "dfg" else None
+    steps = cfg.steps if cfg.steps is not None else TransferConfig.steps
+    result = train_and_score_transfer(
+        data, strategy, seed, source=source, out=out, device=device, log=log, steps=steps,
+        batch_size=cfg.batch_size, valid_fraction=cfg.valid_fraction, split_seed=cfg.split_seed,
+    )  # fmt: skip
+    result.setdefault("strategy", strategy)
+    result.setdefault("seed", seed)
+    return result
 
 
 def _generator_split(generator: Any) -> dict | None:

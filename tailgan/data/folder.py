@@ -54,6 +54,13 @@ def _to_array(img: Image.Image, channels: int) -> np.ndarray:
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
+def read_images(files: list[Path], resolution: int, channels: int, fit: str = "resize") -> torch.Tensor:
+    """uint8 (N, C, H, W) images of ``files``, each brought to ``resolution`` and ``channels`` by the folder
+    policy (an unreadable file is an error naming it)."""
+    tensors, _ = _read_images(files, resolution, channels, fit, skip_bad=False)
+    return torch.stack(tensors)
+
+
 def _read_images(
     files: list[Path], resolution: int | None, channels: int | None, fit: str, skip_bad: bool
 ) -> tuple[list[torch.Tensor], list[int]]:

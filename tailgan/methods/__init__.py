@@ -18,6 +18,7 @@ _MODULES = {
     "idagan": ("tailgan.methods.idagan", "IDAGAN"),
     "dfg": ("tailgan.methods.dfg", "DFG"),
     "cyclegan-cls": ("tailgan.methods.cyclegan", "CycleGANCls"),
+    "stargan-cls": ("tailgan.methods.stargan", "StarGANCls"),
 }
 
 
