@@ -61,9 +61,9 @@ from tailgan.classify.bench import machine_info, mean_std, run_bench  # noqa: E4
 from tailgan.classify.joint import binary_pair  # noqa: E402
 from tailgan.classify.train import ClassifyConfig, train_and_score  # noqa: E402
 from tailgan.data import load_data, to_float  # noqa: E402
-from tailgan.explain.checkpoint import load_classifier, save_classifier  # noqa: E402
 from tailgan.explain.heatmaps import explain_heatmaps  # noqa: E402
 from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
+from tailgan.nets.classifier_io import load_classifier, save_classifier  # noqa: E402
 
 STEM = "joint_binary"
 PAIRS = {"sneaker-ankleboot": (7, 9), "pullover-coat": (2, 4)}

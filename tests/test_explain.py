@@ -11,10 +11,10 @@ from torch import nn
 
 from tailgan.data.images import to_uint8
 from tailgan.errors import TailganError
-from tailgan.explain.checkpoint import load_classifier, save_classifier
 from tailgan.explain.cli import register, select_test_images
 from tailgan.explain.heatmaps import default_target_layer, explain_heatmaps, gradcam_maps, rise_maps, rise_masks
 from tailgan.explain.tsne import penultimate_features, plot_tsne
+from tailgan.nets.classifier_io import load_classifier, save_classifier
 from tailgan.nets.classifiers import LeNet5, build_classifier
 
 
@@ -210,3 +210,21 @@ def test_select_test_images():
     assert select_test_images(test, [5, 0], 1).tolist() == [5, 0]
     with pytest.raises(TailganError, match="outside the test split"):
         select_test_images(test, [6], 1)
+
+
+def test_classify_keeps_its_classifiers_for_explain_and_bench_writes_a_report(tmp_path):
+    from tailgan.cli import main as cli
+
+    cls = tmp_path / "cls"
+    common = ["--data", "digits_lt", "--steps", "4", "--seeds", "1"]
+    assert cli(["classify", "--strategy", "la", *common, "--out", str(cls)]) == 0
+    ckpt = cls / "seed0" / "classifier.pt"
+    assert ckpt.is_file()
+    fig = tmp_path / "heat.png"
+    assert cli(["explain", "heatmaps", "--classifier", f"la={ckpt}", "--data", "digits_lt", "--per-class", "1",
+                "--methods", "gradcam", "--out", str(fig)]) == 0  # fmt: skip
+    assert fig.is_file() and fig.stat().st_size > 1000
+    bench = tmp_path / "bench"
+    assert cli(["bench", "classify", "--strategies", "vanilla,ts", *common, "--out", str(bench)]) == 0
+    page = (bench / "report.html").read_text()
+    assert "<html" in page and "vanilla" in page and "ts" in page

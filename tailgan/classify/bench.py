@@ -23,6 +23,7 @@ from tailgan.classify.train import ClassifyConfig, train_and_score
 from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, atomic_write_text
+from tailgan.nets.classifier_io import save_classifier
 
 SUMMARY_METRICS = ("acsa", "macro_f1", "accuracy", "auc_ovr_macro", "tail_recall", "minority_f1")
 TABLE_COLUMNS = (
@@ -82,13 +83,26 @@ def classify_seeds(
     synthetic_dir: str | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
+    save_models: str | Path | None = None,
 ) -> dict:
-    """Run ``train_and_score`` for each seed; returns {"strategy", "runs", "summary"}."""
+    """Run ``train_and_score`` for each seed; returns {"strategy", "runs", "summary"}. ``save_models``: a
+    folder to keep each seed's selected classifier in (``seed<N>/classifier.pt``, what ``tailgan explain``
+    reads)."""
     runs = []
     for seed in seeds:
+        keep = None
+        if save_models is not None and not parse_strategy(strategy).transfer:
+
+            def keep(model, seed=seed):
+                save_classifier(model, Path(save_models) / f"seed{seed}" / "classifier.pt", arch=config.arch,
+                                num_classes=data.num_classes, in_channels=data.train.images.shape[1],
+                                classes=list(data.classes), image_size=data.train.images.shape[-1],
+                                extra={"strategy": strategy, "seed": seed})  # fmt: skip
+
         r = train_and_score(
-            data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device, log=log
-        )
+            data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device, log=log,
+            keep_model=keep,
+        )  # fmt: skip
         log(
             f"{strategy:>14s} seed {seed}: ACSA {r['acsa']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
             f"acc {r['accuracy']:.4f}  ({r['seconds']:.0f} s, step {r['selected_step']}/{r['steps']})"

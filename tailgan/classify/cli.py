@@ -24,6 +24,7 @@ from tailgan.data.folder import check_output_dir
 from tailgan.engine import load_generator
 from tailgan.errors import TailganError
 from tailgan.outputs import FolderLock, check_not_inside
+from tailgan.report.build import build_report
 
 
 def _add_data_overrides(p: argparse.ArgumentParser) -> None:
@@ -266,6 +267,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         generator=generator,
         synthetic_dir=args.synthetic_dir,
         device=args.device,
+        save_models=out,
     )
     extra = {"generator": args.generator, "checkpoint": args.checkpoint} if generator is not None else {}
     path = write_classify_report(result, data, out, extra)
@@ -319,6 +321,7 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
         header=header,
     )
     print(f"wrote {out / 'bench.md'}, {out / 'bench.json'} and {out / 'bench_recall.png'}")
+    print(f"report: {build_report([out], out / 'report.html', title='tailgan bench classify', overwrite=True)}")
     return 0
 
 

@@ -3,7 +3,7 @@
 * :mod:`tailgan.explain.heatmaps`: ``explain_heatmaps`` (several classifiers side by side, one PNG),
   ``gradcam_maps``, ``rise_maps``, ``heatmaps``, ``plot_heatmaps``;
 * :mod:`tailgan.explain.tsne`: ``plot_tsne``, ``penultimate_features``, ``tsne_embedding``;
-* :mod:`tailgan.explain.checkpoint`: ``save_classifier`` / ``load_classifier`` (what the CLI reads);
+* :mod:`tailgan.nets.classifier_io`: ``save_classifier`` / ``load_classifier`` (what the CLI reads);
 * :mod:`tailgan.explain.cli`: ``tailgan explain heatmaps|tsne``.
 
 Nothing is imported here: ``grad-cam`` (with OpenCV) and scikit-learn's t-SNE take seconds to import,

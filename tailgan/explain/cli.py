@@ -1,6 +1,6 @@
 """``tailgan explain heatmaps|tsne``: what trained classifiers look at, on test images of a dataset.
 
-Classifiers are given as checkpoint files in the format of :mod:`tailgan.explain.checkpoint` (or a
+Classifiers are given as checkpoint files in the format of :mod:`tailgan.nets.classifier_io` (or a
 folder holding ``classifier.pt``). The images are the dataset's test split (real images only).
 """
 
@@ -16,7 +16,7 @@ from tailgan.data.cli import add_data_arguments, data_config_from_args
 from tailgan.data.dataset import DataConfig, LongTailedData, load_data
 from tailgan.data.images import ImageSet, fit_images, to_float
 from tailgan.errors import TailganError
-from tailgan.explain.checkpoint import load_classifier
+from tailgan.nets.classifier_io import load_classifier
 
 CHECKPOINT_NAME = "classifier.pt"
 
@@ -29,7 +29,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
             return path / CHECKPOINT_NAME
         raise TailganError(
             f"{path} holds no {CHECKPOINT_NAME}: `tailgan classify --out` does not keep model weights; pass a "
-            f"checkpoint written by tailgan.explain.checkpoint.save_classifier"
+            f"checkpoint written by tailgan.nets.classifier_io.save_classifier"
         )
     if not path.is_file():
         raise TailganError(f"classifier checkpoint {path} does not exist")

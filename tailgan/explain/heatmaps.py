@@ -29,8 +29,8 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from tailgan.explain.checkpoint import eval_mode
 from tailgan.io import atomic_write
+from tailgan.nets.classifier_io import eval_mode
 from tailgan.nets.classifiers import CifarResNet, LeNet5
 
 METHODS = {"gradcam": "Grad-CAM", "rise": "RISE"}

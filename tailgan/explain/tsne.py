@@ -16,8 +16,8 @@ import torch
 from sklearn.manifold import TSNE
 from torch import Tensor, nn
 
-from tailgan.explain.checkpoint import eval_mode
 from tailgan.io import atomic_write
+from tailgan.nets.classifier_io import eval_mode
 
 
 @torch.no_grad()
