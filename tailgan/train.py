@@ -196,7 +196,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int
     )  # fmt: skip
     method = build_method(cfg, shape, ctx)
     trainer = Trainer(method, data, ctx, [
-        DivergenceGuard(),
+        DivergenceGuard(check_every=cfg.ckpt_every),
         SampleGrid(out, cfg.sample_every, cfg.sample_classes, cfg.seed),
         Evaluation(evaluation_during_training(cfg, out), cfg.eval_every, cfg.best_metric,
                    higher_is_better(cfg.best_metric), out),

@@ -243,21 +243,41 @@ class Trainer:
 
 # -- callbacks ------------------------------------------------------------------------------------------------------
 class DivergenceGuard(Callback):
-    """Stops training when a loss is NaN/Inf (on any rank), naming the loss and the step."""
+    """Stops training when a loss is NaN/Inf (on any rank), naming the loss and the first step it happened.
+
+    The check accumulates on the device (the first bad step of each loss) and is read back, one host sync,
+    only at logging steps, every ``check_every`` steps (the checkpoint cadence, so no checkpoint follows an
+    unchecked loss) and at a phase's last step: the step loop never waits for the device otherwise.
+    """
+
+    def __init__(self, check_every: int = 1) -> None:
+        self.check_every = check_every
+        self.first_bad: dict[str, torch.Tensor] = {}
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
-        if not event.losses:
+        for name, v in event.losses.items():
+            first = self.first_bad.get(name)
+            if first is None:
+                first = self.first_bad[name] = torch.zeros((), dtype=torch.long, device=v.device)
+            bad = ~torch.isfinite(v.detach().float())
+            self.first_bad[name] = torch.where(bad & (first == 0), torch.full_like(first, event.step), first)
+        if not (event.record or event.last or event.step % self.check_every == 0) or not self.first_bad:
             return
-        bad = ~torch.stack([v.detach().float() for v in event.losses.values()]).isfinite()
-        if any_rank(bad.any(), trainer.ctx.world_size):
-            names = list(event.losses)
-            name = names[int(bad.nonzero()[0])] if bad.any() else "(another rank)"
-            value = event.losses[name].item() if bad.any() else "NaN/Inf"
+        names = list(self.first_bad)
+        steps = torch.stack([self.first_bad[n] for n in names]).cpu()
+        if any_rank((steps > 0).any(), trainer.ctx.world_size):
+            if (steps > 0).any():
+                i = int(torch.where(steps > 0, steps, steps.max() + 1).argmin())
+                name, step = names[i], int(steps[i])
+            else:
+                name, step = "(on another rank)", event.step
             raise TrainingDiverged(
-                f"loss {name} became {value} at step {event.step} ({event.phase.name}); training stopped. "
+                f"loss {name} became NaN/Inf at step {step} ({event.phase.name}); training stopped. "
                 f"{trainer.kept_checkpoint()} Try a lower learning rate (optim.g_lr / optim.d_lr) or a gradient "
                 "penalty."
             )
+        if event.last:
+            self.first_bad = {}
 
 
 class SampleGrid(Callback):

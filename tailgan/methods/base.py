@@ -162,7 +162,8 @@ class Method:
         """Restore what ``extra_state`` saved."""
 
     def make_adam(self, params, lr: float, betas: tuple[float, float], eps: float = 1e-8) -> torch.optim.Adam:
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps)
+        # foreach: one multi-tensor kernel per step instead of a Python loop over parameters
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, foreach=True)
 
     def autocast(self):
         """The run's autocast (bf16 / fp16 forward passes on the fast path; nothing in fp32)."""
