@@ -24,3 +24,19 @@ def read_log(run):
 
     records = [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
     return [r for r in records if "event" not in r]
+
+
+def run_state(run):
+    """Every tensor of a run's last checkpoint (networks, EMA, optimizers, random states), flattened."""
+    from pathlib import Path
+
+    from tailgan.io import load_checkpoint
+
+    return flatten_state(load_checkpoint(Path(run) / "checkpoints" / "last.pt")["method"])
+
+
+def assert_same(a, b):
+    """Two flattened states are equal bit for bit."""
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"

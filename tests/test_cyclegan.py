@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import flatten_state, read_log
+from helpers import assert_same, flatten_state, read_log
+from helpers import run_state as state
 from PIL import Image
 
 from tailgan.cli import main as cli
@@ -32,16 +33,6 @@ def train(out, steps, options, resume=False):
         run_cli("train", "--resume", out, "--steps", steps)
     else:
         run_cli("train", "--method", "cyclegan-cls", "--data", "digits_lt", *options, "--steps", steps, "--out", out)
-
-
-def state(run):
-    return flatten_state(load_checkpoint(run / "checkpoints" / "last.pt")["method"])
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 def method(options, steps=2):

@@ -5,7 +5,8 @@ optimizers and non-image outputs train through ``tailgan train`` and resume bit 
 import pytest
 import torch
 import toy_recipes
-from helpers import flatten_state, read_log
+from helpers import assert_same, read_log
+from helpers import run_state as state
 
 from tailgan.cli import main as cli
 from tailgan.data import load_data
@@ -30,16 +31,6 @@ SMALL = ["precision=fp32", "optim.batch_size=4", "log_every=1", "ckpt_every=1", 
 
 def run_cli(*args):
     assert cli([str(a) for a in args]) == 0
-
-
-def state(run):
-    return flatten_state(load_checkpoint(run / "checkpoints" / "last.pt")["method"])
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs"
 
 
 def test_four_networks_two_streams_and_a_classifier_phase_resume_bit_exact(tmp_path):
