@@ -40,3 +40,13 @@ def assert_same(a, b):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def noise_gan_recipes():
+    """Every method and preset of the noise-driven image GANs (the translators and DFG, whose outputs and
+    losses differ, have their own tests: test_cyclegan.py, test_dfg.py)."""
+    from tailgan.methods import all_presets, method_names, resolve_preset
+
+    others = {"cyclegan-cls", "stargan-cls", "dfg"}
+    names = method_names() + sorted(set(all_presets()) - set(method_names()))
+    return [n for n in names if resolve_preset(n)["method"] not in others]
