@@ -213,7 +213,8 @@ def training_section(run: RunInput, label: str) -> dict | None:
     eval_chart = plots.curves(eval_panels, marks=marks) if eval_panels else None
 
     # speed: the mean over each logged interval, and the training time it implies
-    speeds, seconds, events, prev = [], 0.0, [], {}
+    speeds: dict[str, list[float]] = {}  # per phase: a pre-training step and a GAN step are not alike
+    seconds, events, prev = 0.0, [], {}
     for r in recs:
         ph, step = _phase(r), r["step"]
         last = prev.get(ph)
@@ -221,7 +222,7 @@ def training_section(run: RunInput, label: str) -> dict | None:
             events.append({"step": step, "event": "resume", "detail": f"step went back from {last} to {step} "
                            "(inferred: a resume from an earlier checkpoint)", "phase": ph})  # fmt: skip
         if _num(r.get("steps_per_s")) and r["steps_per_s"] > 0:
-            speeds.append(r["steps_per_s"])
+            speeds.setdefault(ph, []).append(r["steps_per_s"])
             if last is not None and step > last:
                 seconds += (step - last) / r["steps_per_s"]
             elif last is None:
@@ -252,9 +253,10 @@ def training_section(run: RunInput, label: str) -> dict | None:
         "eval_chart": eval_chart,
         "best": best_rows,
         "best_metric": cfg.get("best_metric"),
-        "speed": {"median": statistics.median(speeds), "last": speeds[-1], "min": min(speeds), "max": max(speeds)}
-        if speeds
-        else None,
+        "speed": [
+            {"phase": ph, "median": statistics.median(v), "last": v[-1], "min": min(v), "max": max(v)}
+            for ph, v in speeds.items()
+        ],
         "train_seconds": seconds or None,
         "span_seconds": span,
         "events": events,
