@@ -113,7 +113,38 @@ def lr_factor(t: int, total: int) -> float:
     return 1.0 if t <= h else 1.0 - (t - h) / (total - h + 1)
 
 
-class CycleGANCls(Method):
+class JointPhases:
+    """The phases and output both joint recipes share (cyclegan-cls, stargan-cls).
+
+    ``aug``: the translator's phase (``translator_phase() -> (name, steps, step)``), then the classifier's
+    (main). ``alt``: a translator warm-up, a classifier warm-up, then the joint phase (main).
+    """
+
+    def phases(self) -> list[Phase]:
+        o = self.options
+        name, steps, step = self.translator_phase()
+        if o.mode == "aug":
+            return [
+                Phase(name, steps, step, begin=self.keep_grid_source),
+                Phase("classifier", self.cfg.steps, self.classifier_step, begin=self.keep_grid_source, main=True),
+            ]
+        return [
+            Phase("gan_warmup", o.gan_warmup, step, begin=self.keep_grid_source),
+            Phase("cls_warmup", o.cls_warmup, self.classifier_step, begin=self.keep_grid_source),
+            Phase("joint", self.cfg.steps, self.joint_step, begin=self.keep_grid_source, main=True),
+        ]
+
+    @property
+    def output(self) -> OutputSpec:
+        return OutputSpec("image", (self.img_channels, self.img_size, self.img_size), translates=True)
+
+    def total_gan_updates(self) -> int:
+        """Translator updates over the run: the lr decay's horizon."""
+        o = self.options
+        return self.translator_phase()[1] if o.mode == "aug" else o.gan_warmup + self.cfg.steps
+
+
+class CycleGANCls(JointPhases, Method):
     """A CycleGAN between two classes trained with a binary classifier; see the module docstring."""
 
     name = "cyclegan-cls"
@@ -180,26 +211,8 @@ class CycleGANCls(Method):
             "domain_b": StreamSpec(classes=(o.class_b,), balanced=True, flip=self.cfg.flip, seed_offset=1),
         }
 
-    def phases(self) -> list[Phase]:
-        o = self.options
-        if o.mode == "aug":
-            return [
-                Phase("cyclegan", o.cyclegan_steps, self.cyclegan_step, begin=self.keep_grid_source),
-                Phase("classifier", self.cfg.steps, self.classifier_step, begin=self.keep_grid_source, main=True),
-            ]
-        return [
-            Phase("gan_warmup", o.gan_warmup, self.cyclegan_step, begin=self.keep_grid_source),
-            Phase("cls_warmup", o.cls_warmup, self.classifier_step, begin=self.keep_grid_source),
-            Phase("joint", self.cfg.steps, self.joint_step, begin=self.keep_grid_source, main=True),
-        ]
-
-    @property
-    def output(self) -> OutputSpec:
-        return OutputSpec("image", (self.img_channels, self.img_size, self.img_size), translates=True)
-
-    def total_gan_updates(self) -> int:
-        o = self.options
-        return o.cyclegan_steps if o.mode == "aug" else o.gan_warmup + self.cfg.steps
+    def translator_phase(self) -> tuple[str, int, Any]:
+        return "cyclegan", self.options.cyclegan_steps, self.cyclegan_step
 
     # -- losses (graphs kept, so tests can follow the gradients) -------------------------------------------
     def generator_losses(self, a: Tensor, b: Tensor, with_cls: bool) -> dict[str, Tensor]:

@@ -40,8 +40,8 @@ from tailgan.config import bounded
 from tailgan.errors import TailganError
 from tailgan.losses.translation import gan_d_loss, multiclass_cls_loss, stargan_g_loss
 from tailgan.methods.base import Batches, Method, OptimizerConfig, make_optimizer
-from tailgan.methods.cyclegan import GRID_IMAGES, lr_factor
-from tailgan.methods.spec import OutputSpec, Phase, StreamSpec
+from tailgan.methods.cyclegan import GRID_IMAGES, JointPhases, lr_factor
+from tailgan.methods.spec import StreamSpec
 from tailgan.nets.classifiers import CLASSIFIERS, build_classifier
 from tailgan.nets.cyclegan import ConditionalPatchDiscriminator, ConditionalResnetGenerator
 
@@ -86,7 +86,7 @@ def target_classes(counts: tuple[int, ...], which: str) -> list[int]:
     return tail or [min(range(k), key=lambda c: counts[c])]
 
 
-class StarGANCls(Method):
+class StarGANCls(JointPhases, Method):
     """One class-conditional translator trained with a K-way classifier; see the module docstring."""
 
     name = "stargan-cls"
@@ -118,26 +118,8 @@ class StarGANCls(Method):
     def streams(self) -> dict[str, StreamSpec]:
         return {"real": StreamSpec(flip=self.cfg.flip)}  # the long tail as it is: mostly head-class sources
 
-    def phases(self) -> list[Phase]:
-        o = self.options
-        if o.mode == "aug":
-            return [
-                Phase("stargan", o.gan_steps, self.gan_step, begin=self.keep_grid_source),
-                Phase("classifier", self.cfg.steps, self.classifier_step, begin=self.keep_grid_source, main=True),
-            ]
-        return [
-            Phase("gan_warmup", o.gan_warmup, self.gan_step, begin=self.keep_grid_source),
-            Phase("cls_warmup", o.cls_warmup, self.classifier_step, begin=self.keep_grid_source),
-            Phase("joint", self.cfg.steps, self.joint_step, begin=self.keep_grid_source, main=True),
-        ]
-
-    @property
-    def output(self) -> OutputSpec:
-        return OutputSpec("image", (self.img_channels, self.img_size, self.img_size), translates=True)
-
-    def total_gan_updates(self) -> int:
-        o = self.options
-        return o.gan_steps if o.mode == "aug" else o.gan_warmup + self.cfg.steps
+    def translator_phase(self) -> tuple[str, int, Any]:
+        return "stargan", self.options.gan_steps, self.gan_step
 
     def draw_targets(self, y: Tensor) -> Tensor:
         """A target class per image, uniform over the targets, moved to the next target where it equals y."""
