@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from tailgan.data import DataConfig, fit_images, load_data, to_float  # noqa: E402
 from tailgan.metrics import evaluate, extract, format_table, get_evaluator, stats  # noqa: E402
+from tailgan.version import cpu_model  # noqa: E402
 
 N = 10_000
 
@@ -78,17 +79,9 @@ def clovaai_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": cpu,
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,

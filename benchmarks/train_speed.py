@@ -624,14 +624,11 @@ def run_worker(args: list[str], threads: int) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    cpu_model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
+    from tailgan.version import cpu_model
+
     return {
         "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "torch_threads": threads,

@@ -24,6 +24,7 @@ from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, atomic_write_text
 from tailgan.nets.classifier_io import save_classifier
+from tailgan.version import cpu_model
 
 SUMMARY_METRICS = ("acsa", "macro_f1", "accuracy", "auc_ovr_macro", "tail_recall", "minority_f1")
 TABLE_COLUMNS = (
@@ -38,16 +39,8 @@ TABLE_COLUMNS = (
 
 def machine_info() -> dict:
     """CPU, core count and library versions, for benchmark reports."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "nproc": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

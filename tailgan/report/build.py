@@ -26,6 +26,7 @@ from tailgan.errors import TailganError
 from tailgan.io import atomic_write
 from tailgan.report import plots
 from tailgan.report.inputs import BenchInput, ClassifyInput, EvalInput, Inputs, RunInput, collect
+from tailgan.version import cpu_model
 
 GENERATOR_TAG = "tailgan report"  # <meta name="generator">: marks a file this module may overwrite
 
@@ -589,15 +590,10 @@ def _package_versions() -> dict[str, str]:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(),
+    }  # fmt: skip
 
 
 def _mtime(path: Path) -> str:
