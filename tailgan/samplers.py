@@ -37,6 +37,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import validate_data
 from torchvision.transforms.v2 import functional as TF
 
+from tailgan.classify.synthetic import filter_synthetic
 from tailgan.data.folder import export_image_sets
 from tailgan.data.images import ImageSet
 from tailgan.engine import load_generator
@@ -267,7 +268,8 @@ class GenerativeOverSampler(BaseOverSampler):
 
     filter : {{"confidence"}} or None, default=None
         ``"confidence"``: a logistic regression fitted on the real (X, y) scores every generated image, and
-        only those it assigns to their class with probability >= ``filter_threshold`` are kept (more are
+        only those it puts in their own class (its top class) with probability >= ``filter_threshold`` are
+        kept, the rule of ``tailgan classify --filter`` (more are
         generated until the target is met; an error when too few pass after {max_rounds} rounds).
 
     filter_threshold : float, default=0.5
@@ -512,11 +514,10 @@ class GenerativeOverSampler(BaseOverSampler):
             images = crop_or_resize(match_channels(raw.clamp(-1, 1), layout.channels), layout.height, layout.width, fit)
             images = images.numpy()
             made += want
-            if clf is not None:
-                proba = clf.predict_proba((images.reshape(want, -1) + 1.0) / 2.0)
-                column = np.flatnonzero(clf.classes_ == y_position)
-                score = proba[:, column[0]] if len(column) else np.zeros(want)
-                images = images[score >= self.filter_threshold]
+            if clf is not None:  # the rule of `tailgan classify --filter` (its own class, with p >= threshold)
+                labels = torch.full((want,), y_position, dtype=torch.long)
+                keep, _ = filter_synthetic(torch.from_numpy(images), labels, _logits_of(clf), self.filter_threshold)
+                images = images[keep.numpy()]
             kept.append(images[: n - have])
             have += len(kept[-1])
             if have >= n:
@@ -527,6 +528,19 @@ class GenerativeOverSampler(BaseOverSampler):
                 f"(threshold {self.filter_threshold}, {made} generated); lower filter_threshold or train longer"
             )
         return np.concatenate(kept), n / made
+
+
+def _logits_of(clf: LogisticRegression):
+    """The fitted pixel classifier as a logits function of float images in [-1, 1] (what
+    :func:`tailgan.classify.synthetic.filter_synthetic` takes); classes it never saw get probability 0."""
+    width = int(clf.classes_.max()) + 1
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        out = np.full((len(x), width), -np.inf)
+        out[:, clf.classes_] = clf.predict_log_proba((x.reshape(len(x), -1).numpy() + 1.0) / 2.0)
+        return torch.from_numpy(out)
+
+    return logits
 
 
 def to_pixels(images: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -7,6 +7,7 @@ import shutil
 import statistics
 import subprocess
 from html.parser import HTMLParser
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from tailgan.io import atomic_write_json
 from tailgan.metrics import FeatureExtractor, evaluate
 from tailgan.report import build_report
 from tailgan.report import cli as report_cli
+from tailgan.report.build import data_sections
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -181,6 +183,16 @@ def test_report_embeds_everything_and_shows_the_inputs_numbers(study, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert f"tailgan train --config {run / 'config.yaml'}" in text and f"steps: {cfg['steps']}" in text
     assert "tailgan classify --data digits_lt --strategy cs --seeds 2 --steps 6" in text
+
+
+def test_one_dataset_used_by_a_run_and_a_classify_input_shows_its_fingerprint_once():
+    data = {"preset": "digits_lt", "classes": ["a", "b"], "fingerprint": "401b00a20a759c0c"}
+    run = SimpleNamespace(manifest={**data, "counts": [9, 3], "resolution": 32})
+    cls = SimpleNamespace(doc={"data": {**data, "train_counts": [9, 3], "image_shape": [1, 32, 32]}})
+    inputs = SimpleNamespace(runs=[run], classify=[cls], benches=[])
+    (entry,) = data_sections(inputs, ["r"], ["c"], [])
+    assert entry["prints"] == [("401b00a20a759c0c", "32x32 px")]
+    assert entry["used_by"] == ["run r", "classify c"]
 
 
 def test_report_shows_new_fields_and_survives_odd_logs(study, tmp_path):

@@ -142,7 +142,8 @@ def data_sections(inputs: Inputs, run_names: list[str], cls_names: list[str], be
     for run, label in zip(inputs.runs, run_names):
         m = run.manifest
         if isinstance(m, dict):
-            shape = f"{m['resolution']} px" if m.get("resolution") else None
+            r = m.get("resolution")  # square images: written as the classify documents write their shape
+            shape = f"{r}x{r} px" if r else None
             add(m.get("preset") or m.get("source"), m.get("classes"), m.get("counts"), m.get("test_counts"),
                 m.get("fingerprint"), f"run {label}", _recipe_text(m), shape, m.get("imbalance_ratio"))
     docs = [(c.doc, f"classify {n}") for c, n in zip(inputs.classify, cls_names)]
