@@ -221,9 +221,11 @@ def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
     command = "python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:])
     header = {
         "command": command,
-        "budget": (f"LeNet-5, {epochs:g} epochs of the real LT training part (as classify_fmnist_lt); "
-                   f"{args.joint_gan_steps} translator updates first (ngf {args.ngf}, batch {args.joint_batch_size}), "
-                   "targets: the classes below the median count"),  # fmt: skip
+        "budget": (
+            f"LeNet-5, {epochs:g} epochs of the real LT training part (as classify_fmnist_lt); "
+            f"{args.joint_gan_steps} translator updates first (ngf {args.ngf}, batch {args.joint_batch_size}), "
+            "targets: the classes below the median count"
+        ),  # fmt: skip
         "data": "fashion_mnist_lt",
     }
     notes = ["Compare with benchmarks/results/classify_fmnist_lt.md (same data, classifier and step budget)."]
@@ -257,9 +259,17 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: stargan-alt / stargan-aug on fashion_mnist_lt (K = 10), the budget of "
         "benchmarks/classify_fmnist_lt.py (LeNet-5, 30 epochs), into <stem>_multiclass.{json,md}",
     )
+    p.add_argument(
+        "--merge",
+        metavar="STEM",
+        help="fold the table <STEM>.json (same settings, other pairs: a second process run with --pairs and "
+        "--stem STEM on the other core) into --stem, with its grids, kept classifiers and heat maps, and exit",
+    )
     args = p.parse_args(argv)
     if args.multiclass:
         return multiclass(args, argv)
+    if args.merge:
+        return merge(Path(args.out or REPO / "benchmarks" / "results"), args.stem, args.merge)
     if args.quick:
         args.pairs, args.minority, args.majority, args.seeds = "sneaker-ankleboot", "25", 300, 1
         args.strategies, args.epochs, args.joint_gan_steps, args.ngf = "vanilla,cs,cyclegan-alt,cyclegan-aug", 1, 20, 8
@@ -290,15 +300,21 @@ def main(argv: list[str] | None = None) -> int:
     doc.update(
         command="python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:]),
         machine=machine_info(),
-        budget=(f"LeNet-5, {args.epochs:g} epochs of the real training part for every row (SGD lr {cfg.lr}, batch "
-                f"{cfg.batch_size}); ALT/AUG: {args.joint_gan_steps} CycleGAN updates first (ResNet-6 ngf "
-                f"{args.ngf}, PatchGAN ndf {args.ngf}, batch {args.joint_batch_size} per domain, precision "
-                f"{args.precision}), ALT one more per classifier update"),  # fmt: skip
+        budget=(
+            f"LeNet-5, {args.epochs:g} epochs of the real training part for every row (SGD lr {cfg.lr}, batch "
+            f"{cfg.batch_size}); ALT/AUG: {args.joint_gan_steps} CycleGAN updates first (ResNet-6 ngf "
+            f"{args.ngf}, PatchGAN ndf {args.ngf}, batch {args.joint_batch_size} per domain, precision "
+            f"{args.precision}), ALT one more per classifier update"
+        ),  # fmt: skip
         notes=[
             "Model selection on a stratified 10 % validation split of the imbalanced training data; test set "
-            "(1,000 images per class) used once. Seeds: " + f"{args.seeds} per row"
-            + (f"; ALT/AUG {args.joint_seeds_large} beyond the two smallest sizes (marked)"
-               if args.joint_seeds_large < args.seeds else ""),
+            "(1,000 images per class) used once. Seeds: "
+            + f"{args.seeds} per row"
+            + (
+                f"; ALT/AUG {args.joint_seeds_large} beyond the two smallest sizes (marked)"
+                if args.joint_seeds_large < args.seeds
+                else ""
+            ),
             "The seed's CelebA columns (majority 10,000, another dataset, its own protocol) are for orientation.",
             "us+cs / os+cs resample half-way and weight by inverse frequency (tailgan.classify.strategies).",
             f"Translation grids (rows: real A, G_AB(A), cycled back, real B, G_BA(B), cycled back): {grids.name}/.",
@@ -308,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     full = load_data("fashion_mnist", root=args.root)
     total = len(pairs) * len(sizes) * len(strategies)
-    for pair in pairs:
-        for n in sizes:
+    for n in sizes:  # sizes outermost: a cut-short run still has every pair at the smallest sizes
+        for pair in pairs:
             data = binary_pair(full, PAIRS[pair], (args.majority, n), seed=0)
             for strat in strategies:
                 key = f"{pair}|{n}|{strat}"
@@ -332,6 +348,33 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(path, doc)
     atomic_write_text(out / f"{args.stem}.md", render(doc))
     print(f"wrote {path} and {out / (args.stem + '.md')}")
+    return 0
+
+
+def merge(out: Path, stem: str, other: str) -> int:
+    """Fold ``other``'s rows (and files) into ``stem``'s table; the two must differ in their pairs only."""
+    a, b = (json.loads((out / f"{x}.json").read_text()) for x in (stem, other))
+    same = ("minority", "majority", "strategies", "seeds", "joint_seeds_large", "config")
+    diff = [k for k in same if a["settings"][k] != b["settings"][k]]
+    if diff:
+        raise SystemExit(f"{other}.json differs from {stem}.json in {diff[0]!r}; only tables of other pairs merge")
+    a["settings"]["pairs"] += [x for x in b["settings"]["pairs"] if x not in a["settings"]["pairs"]]
+    a["settings_key"] = settings_key(a["settings"])
+    a["rows"].update(b["rows"])
+    total = len(a["settings"]["pairs"]) * len(a["settings"]["minority"]) * len(a["settings"]["strategies"])
+    a["complete"] = len(a["rows"]) == total
+    a["command"] += f"; {b['command']}; python benchmarks/joint_binary.py --stem {stem} --merge {other}"
+    for kind in ("grids", "classifiers"):
+        for f in sorted((out / f"{other}_{kind}").glob("**/*")) if (out / f"{other}_{kind}").is_dir() else []:
+            if f.is_file():
+                dest = out / f"{stem}_{kind}" / f.relative_to(out / f"{other}_{kind}")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                f.replace(dest)
+    for f in out.glob(f"{other}_heatmaps_*.png"):
+        f.replace(out / f.name.replace(other, stem, 1))
+    atomic_write_json(out / f"{stem}.json", a)
+    atomic_write_text(out / f"{stem}.md", render(a))
+    print(f"merged {other} into {out / (stem + '.json')} ({len(a['rows'])} rows, complete: {a['complete']})")
     return 0
 
 

@@ -1,0 +1,195 @@
+"""Benchmark: limited-data GAN regularisers (DiffAugment, LeCam, gSR) at a fixed CPU budget (issue 12).
+
+For each recipe (``ecogan-dcgan``, ``bagan-gp``; ``ecogan-biggan`` for gSR, which needs conditional batch
+norm) and each regulariser setting, one ``tailgan train`` run of ``--steps`` G steps (fast mode, batch 64,
+width 32, the classifier's 10 % validation split held out so the runs can serve ``tailgan classify
+--strategy gan``), then ``tailgan eval``: FID, KID and label accuracy overall and on the three rarest classes,
+against two references:
+
+- ``train-lt``: the long-tailed training images (what a user has), fakes with its labels; **the default of
+  the augmentation presets is chosen on these figures** (the test split is never used to choose anything);
+- ``test``: the balanced test split, equal fakes per class (the usual GAN table; reported, not used).
+
+Settings (literature defaults, not tuned here): DiffAugment ``color,translation,cutout`` (Zhao et al.);
+LeCam weight 0.3, EMA decay 0.99 (Tseng et al., BigGAN on CIFAR); gSR weight 0.5 (Rangwani et al.).
+
+Resumable: every run is a run folder under ``--work`` (continued from its checkpoint on a rerun) and every
+finished row is kept in the JSON; ``--jobs 2`` trains two runs at once (one thread each).
+
+    python benchmarks/gan_regularizers.py --steps 3000 --jobs 2             # hours on this CPU
+    python benchmarks/gan_regularizers.py --steps 4 --work /tmp/reg --out /tmp/reg --data digits_lt   # a check
+
+Writes benchmarks/results/gan_regularizers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tailgan.classify.bench import machine_info  # noqa: E402
+from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
+
+STEM = "gan_regularizers"
+RECIPES = {
+    "ecogan-dcgan": ["sampling=balanced", "optim.batch_size=64", "model.conv_dim=32"],
+    "bagan-gp": ["optim.batch_size=64", "model.conv_dim=32"],
+    "ecogan-biggan": ["optim.batch_size=64", "model.conv_dim=24", "model.shared_dim=32"],
+}
+DIFFAUG, LECAM, GSR = "loss.diffaug=color,translation,cutout", "loss.lecam_weight=0.3", "loss.gsr_weight=0.5"
+SETTINGS = {
+    "none": [],
+    "diffaug": [DIFFAUG],
+    "lecam": [LECAM],
+    "diffaug+lecam": [DIFFAUG, LECAM],
+    "gsr": [GSR],
+    "diffaug+lecam+gsr": [DIFFAUG, LECAM, GSR],
+}
+GRID = {"ecogan-dcgan": ("none", "diffaug", "lecam", "diffaug+lecam"),
+        "bagan-gp": ("none", "diffaug", "lecam", "diffaug+lecam"),
+        "ecogan-biggan": ("none", "gsr", "diffaug+lecam+gsr")}  # fmt: skip
+COMMON = ["valid_fraction=0.1", "log_every=100", "sample_every=500", "ckpt_every=250"]
+REFS = ("train-lt", "test")
+
+
+def tailgan(*args: str, threads: int) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "tailgan", *args]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+
+
+def last_step(run: Path) -> int:
+    try:
+        lines = (run / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    return max((json.loads(x).get("step", 0) for x in lines if '"event"' not in x), default=0)
+
+
+def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
+    run = Path(args.work) / f"{recipe}_{setting}_seed{args.seed}"
+    if not (run / "checkpoints" / "last.pt").is_file():
+        if run.exists():  # killed before its first checkpoint: start it again
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+        tailgan("train", "--method", recipe, "--data", args.data, *(["--root", args.root] if args.root else []),
+                "--steps", str(args.steps), "--out", str(run), f"seed={args.seed}", *RECIPES[recipe], *COMMON,
+                *SETTINGS[setting], threads=args.threads)  # fmt: skip
+    elif last_step(run) < args.steps:
+        tailgan("train", "--resume", str(run), "--steps", str(args.steps), threads=args.threads)
+    row = {"recipe": recipe, "setting": setting, "seed": args.seed, "run": run.name}
+    counts = json.loads((run / "data_manifest.json").read_text())["counts"]
+    rare = sorted(range(len(counts)), key=lambda c: (counts[c], c))[:3]
+    for ref in REFS:
+        path = run / "eval" / f"{args.steps}.json"
+        key = f"{ref}/evaluator"
+        if not path.is_file() or key not in json.loads(path.read_text())["results"]:
+            tailgan("eval", str(run), "--metrics", "fid,kid,labelacc", "--ref", ref,
+                    *(["--root", args.root] if args.root else []), threads=args.threads)  # fmt: skip
+        res = json.loads(path.read_text())["results"][key]
+        per = {r["class"]: r for r in res["per_class"]}
+        o = res["overall"]
+        row[ref] = {"fid": o["fid"], "kid": o["kid"], "labelacc": o["labelacc"],
+                    "rare_fid": sum(per[c]["fid"] for c in rare) / 3,
+                    "rare_labelacc": sum(per[c]["labelacc"] for c in rare) / 3}  # fmt: skip
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    rates = sorted(r["steps_per_s"] for r in log if "steps_per_s" in r)
+    row["steps_per_s_median"] = rates[len(rates) // 2] if rates else None
+    row["rare_classes"] = rare
+    return row
+
+
+def best_setting(rows: list[dict], recipe: str) -> str | None:
+    """The setting with the best mean rank on the train-lt figures (FID, KID low; label accuracy high;
+    overall and rarest 3 alike), ties broken by FID."""
+    mine = [r for r in rows if r["recipe"] == recipe]
+    if len(mine) < 2:
+        return None
+    keys = [("fid", 1), ("kid", 1), ("labelacc", -1), ("rare_fid", 1), ("rare_labelacc", -1)]
+    rank = {r["setting"]: 0.0 for r in mine}
+    for k, sign in keys:
+        for i, r in enumerate(sorted(mine, key=lambda r: sign * r["train-lt"][k])):
+            rank[r["setting"]] += i
+    return min(mine, key=lambda r: (rank[r["setting"]], r["train-lt"]["fid"]))["setting"]
+
+
+def render(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"# Limited-data GAN regularisers: {doc['steps']} G steps on {doc['data']}",
+        "",
+        f"- command: `{doc['command']}`",
+        f"- date: {doc['date']}; machine: {m['cpu']}, one torch thread per run, torch {m['torch']}",
+        "- settings: DiffAugment `color,translation,cutout`, LeCam weight 0.3 (decay 0.99), gSR weight 0.5; "
+        "fast mode, batch 64; 10 % validation split held out; seed " + str(doc["seed"]),
+        "- **choice** on `train-lt` (the long-tailed training images); `test` (balanced test split) reported only",
+        "",
+    ]
+    for recipe in GRID:
+        rows = [r for r in doc["rows"] if r["recipe"] == recipe]
+        if not rows:
+            continue
+        lines += [f"## {recipe}", "", "| setting | ref | FID | KID | label acc. | rarest-3 FID | rarest-3 label acc. "
+                  "| G steps/s |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in rows:
+            for ref in REFS:
+                f = r[ref]
+                lines.append(f"| {r['setting']} | {ref} | {f['fid']:.2f} | {f['kid']:.4f} | {f['labelacc']:.3f} | "
+                             f"{f['rare_fid']:.2f} | {f['rare_labelacc']:.3f} | "
+                             f"{r['steps_per_s_median']:.3f} |")  # fmt: skip
+        best = best_setting(doc["rows"], recipe)
+        lines += ["", f"Best on train-lt (mean rank over the five figures): **{best}**" if best else "", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="fashion_mnist_lt")
+    p.add_argument("--root", default=os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data"))
+    p.add_argument("--recipes", default="ecogan-dcgan,bagan-gp", help=f"comma list of {', '.join(GRID)}")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--work", default=str(REPO / "runs" / STEM))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    args = p.parse_args()
+    recipes = [r for r in args.recipes.split(",") if r]
+    if unknown := [r for r in recipes if r not in GRID]:
+        p.error(f"unknown recipe {unknown[0]!r}; choose from {', '.join(GRID)}")
+    out = Path(args.out)
+    path = out / f"{STEM}.json"
+    doc = json.loads(path.read_text()) if path.is_file() else None
+    if doc and (doc["steps"], doc["data"], doc["seed"]) != (args.steps, args.data, args.seed):
+        p.error(f"{path} holds {doc['steps']} steps on {doc['data']} (seed {doc['seed']}); pass another --out")
+    doc = doc or {"steps": args.steps, "data": args.data, "seed": args.seed, "rows": []}
+    doc.update(command="python benchmarks/gan_regularizers.py " + " ".join(sys.argv[1:]), machine=machine_info(),
+               date=datetime.date.today().isoformat())  # fmt: skip
+    done = {(r["recipe"], r["setting"]) for r in doc["rows"]}
+    todo = [(r, s) for r in recipes for s in GRID[r] if (r, s) not in done]
+
+    def one(job: tuple[str, str]) -> None:
+        row = train_and_eval(*job, args)
+        doc["rows"].append(row)  # one writer at a time: the pool's threads only append, then write whole files
+        doc["rows"].sort(key=lambda r: (list(GRID).index(r["recipe"]), GRID[r["recipe"]].index(r["setting"])))
+        doc["best"] = {r: best_setting(doc["rows"], r) for r in GRID}
+        atomic_write_json(path, doc)
+        atomic_write_text(out / f"{STEM}.md", render(doc))
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, todo))
+    print(render(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
