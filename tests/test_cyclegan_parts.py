@@ -9,6 +9,7 @@ from torch import nn
 
 from tailgan.io import load_checkpoint, save_checkpoint
 from tailgan.losses.translation import (
+    classifier_objective,
     cls_loss_a,
     cls_loss_b,
     cost_sensitive_gamma,
@@ -178,6 +179,26 @@ def test_classifier_losses_hand_computed_with_gamma():
     assert joint_cls_loss(la_real, lb_real, la_fake, lb_fake)["cls"].item() == pytest.approx(want_b + want_a)
     # the literal JA + CS slide prints a single L_cls^B term: either input may be dropped
     assert cls_loss_b(None, lb_fake).item() == pytest.approx(-math.log(0.75))
+
+
+def test_the_classifier_update_minimises_a_weighted_mean_of_the_four_groups_unless_sum_is_asked():
+    cls = torch.tensor(6.0)  # L_cls^B + L_cls^A / gamma
+    assert classifier_objective(cls, gamma=1.0).item() == pytest.approx(6.0 / 4)  # four equal-weight groups
+    assert classifier_objective(cls, gamma=3.0).item() == pytest.approx(6.0 / (2 + 2 / 3))  # weights 1, 1, 1/3, 1/3
+    assert classifier_objective(cls, gamma=3.0, reduction="sum").item() == 6.0  # the seed's L_cls as written
+    with pytest.raises(ValueError, match="mean.*sum"):
+        classifier_objective(cls, reduction="max")
+
+
+def test_joint_classifier_lr_scales_linearly_with_the_images_of_an_update():
+    from tailgan.classify.joint import joint_classifier_lr
+    from tailgan.classify.train import ClassifyConfig
+
+    cfg = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=8)
+    assert joint_classifier_lr("cyclegan-alt", cfg) == pytest.approx(0.05 * 32 / 128)  # a, b, G_BA(b), G_AB(a)
+    assert joint_classifier_lr("stargan-aug", cfg) == pytest.approx(0.05 * 16 / 128)  # x, G(x, t)
+    big = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=64)
+    assert joint_classifier_lr("cyclegan-aug", big) == 0.05  # never above the strategies' rate
 
 
 def test_two_logit_classifier_matches_softmax_probabilities():

@@ -138,6 +138,15 @@ def write_grid(method: Any, path: Path, seed: int = 0) -> None:
         atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, normalize=True, value_range=(-1, 1)))
 
 
+def joint_classifier_lr(strategy: str, cfg: Any) -> float:
+    """The classifier's peak learning rate in a joint strategy: ``cfg.lr`` scaled linearly by the images of one
+    of its updates (CycleGAN: a, b, G_BA(b), G_AB(a), ``joint_batch_size`` each; StarGAN: x and G(x, t)) over
+    ``cfg.batch_size`` (Goyal et al.'s rule), never above ``cfg.lr``: the joint updates see 32 images where
+    the other strategies see 128, and at the full rate LeNet-5 collapsed to a constant output."""
+    groups = 4 if JOINT_MODES[strategy][0] == "cyclegan-cls" else 2
+    return cfg.lr * min(1.0, groups * cfg.joint_batch_size / cfg.batch_size)
+
+
 def joint_recipe_options(
     strategy: str, cfg: Any, counts: Sequence[int], seed: int, device: str | torch.device
 ) -> list[str]:
@@ -147,7 +156,7 @@ def joint_recipe_options(
     pair = [f"options.class_a={int(np.argmax(counts))}", f"options.class_b={int(np.argmin(counts))}"]
     options = [
         f"options.mode={mode}", *(pair if recipe == "cyclegan-cls" else []), f"options.classifier={cfg.arch}",
-        f"options.cls_optim.name={opt_name}", f"options.cls_optim.lr={cfg.lr}",
+        f"options.cls_optim.name={opt_name}", f"options.cls_optim.lr={joint_classifier_lr(strategy, cfg)}",
         f"options.cls_optim.momentum={cfg.momentum}", "options.cls_optim.nesterov=true",
         f"options.cls_optim.weight_decay={cfg.weight_decay}", f"optim.batch_size={cfg.joint_batch_size}",
         f"precision={cfg.precision}", f"seed={seed}", f"device={device}",
@@ -204,7 +213,8 @@ def train_joint(
     train_data = replace(data, train=real, valid=None)
     c, opt = method.nets["C"], method.optimizers["C"]
     schedule = (lambda k: lr_factor(k, steps, cfg.warmup)) if lr_factor is not None else (lambda k: 1.0)
-    select = _Selection(c, opt, cfg.lr, steps, schedule, evaluate, set(eval_at))
+    cls_lr = joint_classifier_lr(strategy, cfg)
+    select = _Selection(c, opt, cls_lr, steps, schedule, evaluate, set(eval_at))
     trainer = Trainer(method, train_data, callbacks=[DivergenceGuard(), select])
     select.set_lr(0)  # the first update's rate (alt's cls_warmup, if any, runs at it too)
     trainer.run()
@@ -227,6 +237,7 @@ def train_joint(
             "mode": mode,
             "recipe_options": overrides,
             "gan_updates": method.total_gan_updates(),
+            "classifier_lr": cls_lr,
             "precision": precision.name,
             **({"gamma": method.gamma, "class_a": method.options.class_a, "class_b": method.options.class_b}
                if recipe == "cyclegan-cls" else {"targets": method.targets.tolist()}),

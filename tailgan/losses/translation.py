@@ -144,6 +144,18 @@ def joint_cls_loss(
     return {"cls_b": lb, "cls_a": la, "cls": lb + la / gamma}
 
 
+def classifier_objective(cls: Tensor, gamma: float = 1.0, reduction: str = "mean") -> Tensor:
+    """What the classifier's own update minimises: the seed's L_cls as written (``sum``: four group means added,
+    up to 4x the scale of one cross-entropy), or its weighted mean over the four image groups (``mean``:
+    L_cls / (2 (1 + 1/gamma)), the scale of one cross-entropy, so a learning rate means what it means for
+    every other strategy; at the seed's sum and lr 0.05, LeNet-5 collapsed to a constant output)."""
+    if reduction == "sum":
+        return cls
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return cls / (2.0 * (1.0 + 1.0 / gamma))
+
+
 def cyclegan_g_losses(
     d_b_fake: Tensor,
     d_a_fake: Tensor,

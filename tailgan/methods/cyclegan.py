@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from tailgan.config import bounded
 from tailgan.errors import TailganError
 from tailgan.losses.translation import (
+    classifier_objective,
     cost_sensitive_gamma,
     cyclegan_d_losses,
     cyclegan_g_losses,
@@ -91,6 +92,9 @@ class CycleGANClsOptions:
     beta: float = bounded(10.0, ge=0)  # cycle-consistency weight
     alpha: float = bounded(5.0, ge=0)  # identity weight (0: no identity terms)
     lambda_cls: float = bounded(1.0, ge=0)  # alt: weight of L_cls in the generators' loss
+    # the classifier's update: L_cls as a weighted mean over its four image groups (one cross-entropy's scale),
+    # or the seed's sum as written (see tailgan.losses.translation.classifier_objective)
+    cls_reduction: Literal["mean", "sum"] = "mean"
     # L_cls = L_cls^B + L_cls^A / gamma; "cs": n_A / n_B; null: the variant's (standard: 1, ja+cs: "cs")
     gamma: float | Literal["cs"] | None = bounded(None, gt=0)
     pool_size: int = bounded(50, ge=0)
@@ -288,7 +292,7 @@ class CycleGANCls(JointPhases, Method):
 
     def classifier_update(self, a: Tensor, b: Tensor, fake_a: Tensor, fake_b: Tensor) -> dict[str, Tensor]:
         loss = self.classifier_loss(a, b, fake_a, fake_b)
-        self.update("C", loss["cls"], ["C"])
+        self.update("C", classifier_objective(loss["cls"], self.gamma, self.options.cls_reduction), ["C"])
         self.last_c = {f"c_loss{k[3:]}": loss[k].detach() for k in ("cls", "cls_b", "cls_a")}
         return dict(self.last_c)
 
