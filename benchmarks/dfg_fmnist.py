@@ -108,8 +108,18 @@ def main() -> None:
             atomic_write_json(out, doc)
             atomic_write_text(out.with_suffix(".md"), report(doc, args))
             print(f"{row} seed {seed}: {results[row][str(seed)]['accuracy']:.4f}", flush=True)
+    figures(results, runs, out)  # also fills the dfg rows' curves from their run logs
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    if doc:
+        doc["results"] = results
+        atomic_write_json(out, doc)
     print(table(results, args.seeds))
-    figures(results, runs, out)
+
+
+def dfg_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, validation ACSA) of a dfg run, from its log."""
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
+    return [(r["step"], r["valid_acsa"]) for r in records if "event" not in r and r.get("valid_acsa") is not None]
 
 
 def figures(results: dict, runs: Path, out: Path) -> None:
@@ -123,6 +133,8 @@ def figures(results: dict, runs: Path, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, row in enumerate(r for r in ROWS if r in results):
         for seed, res in sorted(results[row].items()):
+            if not res.get("valid_curve") and (runs / f"{row}_seed{seed}" / "log.jsonl").is_file():
+                res["valid_curve"] = dfg_curve(runs / f"{row}_seed{seed}")  # the dfg rows log theirs in the run
             curve = [(s, v) for s, v in res.get("valid_curve") or [] if v is not None]
             if curve:
                 xs, ys = zip(*curve)
