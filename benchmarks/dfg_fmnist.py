@@ -113,6 +113,7 @@ def main() -> None:
     if doc:
         doc["results"] = results
         atomic_write_json(out, doc)
+        atomic_write_text(out.with_suffix(".md"), report(doc, args))
     print(table(results, args.seeds))
 
 
@@ -166,9 +167,18 @@ def report(doc: dict, args) -> str:
         "- Protocol difference: DFG's README selects the best step on the **test** set with an EMNIST source; "
         "tailgan selects on a stratified 10 % validation split of the long-tailed training data (test set used "
         "once) with an MNIST source (EMNIST is not available offline).",
+        "- Optimisers: ORIGINAL, FINE-TUNING, DELTA and DFG use DFG's (Adam 1e-4, betas (0.5, 0.9), batch 64) for "
+        "every update; TS and CBL are `tailgan classify`'s LeNet-5 rows (SGD lr 0.05 with Nesterov momentum, "
+        "warm-up + cosine, batch 64) trained from scratch on the same data and budget, so they differ in the "
+        "optimiser as well as in the method.",
+        "- DFG (faithful): 1 seed (`--faithful-seeds 1`; CPU time), the original code's options of spec 5.10 "
+        "except the test-set selection.",
         "- Validation ACSA per evaluation (the curve) is in the JSON (`valid_curve`) and "
         "`dfg_fmnist_curves.png`; DFG seed 0's last attention map (classes x channels): `dfg_fmnist_attention.png`.",
     ]
+    longer = Path(args.out).with_name(Path(args.out).stem + "_long.md")
+    if longer.is_file():
+        lines.append(f"- Does the curve flatten? One seed of the transfer rows at 6,000 updates: `{longer.name}`.")
     return "\n".join(lines) + "\n"
 
 
