@@ -171,8 +171,7 @@ def report(doc: dict, args) -> str:
         "every update; TS and CBL are `tailgan classify`'s LeNet-5 rows (SGD lr 0.05 with Nesterov momentum, "
         "warm-up + cosine, batch 64) trained from scratch on the same data and budget, so they differ in the "
         "optimiser as well as in the method.",
-        "- DFG (faithful): 1 seed (`--faithful-seeds 1`; CPU time), the original code's options of spec 5.10 "
-        "except the test-set selection.",
+        "- DFG (faithful): the original code's options of spec 5.10 except the test-set selection.",
         "- Validation ACSA per evaluation (the curve) is in the JSON (`valid_curve`) and "
         "`dfg_fmnist_curves.png`; DFG seed 0's last attention map (classes x channels): `dfg_fmnist_attention.png`.",
     ]
