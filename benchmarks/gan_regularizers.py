@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -177,9 +178,15 @@ def main() -> int:
     done = {(r["recipe"], r["setting"]) for r in doc["rows"]}
     todo = [(r, s) for r in recipes for s in GRID[r] if (r, s) not in done]
 
+    lock = threading.Lock()
+
     def one(job: tuple[str, str]) -> None:
         row = train_and_eval(*job, args)
-        doc["rows"].append(row)  # one writer at a time: the pool's threads only append, then write whole files
+        with lock:  # the two pool threads take turns at the shared table and its files
+            _record(row)
+
+    def _record(row: dict) -> None:
+        doc["rows"].append(row)
         doc["rows"].sort(key=lambda r: (list(GRID).index(r["recipe"]), GRID[r["recipe"]].index(r["setting"])))
         doc["best"] = {r: best_setting(doc["rows"], r) for r in GRID}
         atomic_write_json(path, doc)

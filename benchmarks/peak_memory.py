@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 res = Path(tmp) / "r.json"
                 cmd = [sys.executable, __file__, "--root", args.root, "--threads", str(args.threads),
                        "--worker", config, precision, str(res)]  # fmt: skip
-                subprocess.run(cmd, check=True, capture_output=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    raise SystemExit(f"{config} {mode} failed:\n{proc.stderr[-3000:]}")
                 rows.append({"config": config, "mode": mode, "steps": steps[config], **json.loads(res.read_text())})
             print(rows[-1], flush=True)
     from tailgan.classify.bench import machine_info

@@ -168,6 +168,8 @@ def main() -> int:
     base = replace(BASE, epochs=args.epochs, guard_refuse=refuse)
     data = load_data("fashion_mnist_lt", root=args.root)
     work, out = Path(args.work), Path(args.out)
+    if bad := [g for g in args.generator if "=" not in g]:
+        p.error(f"--generator {bad[0]!r}: give LABEL=RUN, e.g. --generator ecogan=runs/gan_regularizers/...")
     generators = dict(item.split("=", 1) for item in args.generator)
     classical = json.loads((REPO / "benchmarks" / "results" / "classify_fmnist_lt_v2.json").read_text())
     best = max((r for r in classical["results"] if not r.get("generative")), key=lambda r: r["summary"]["acsa"]["mean"])

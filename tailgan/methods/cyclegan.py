@@ -142,6 +142,19 @@ class JointPhases:
     def output(self) -> OutputSpec:
         return OutputSpec("image", (self.img_channels, self.img_size, self.img_size), translates=True)
 
+    def joint_step(self, batches: Any, step: int) -> dict[str, Tensor]:
+        """``alt``: a translator update with L_cls in the generators' loss, and every ``alt_period`` steps a
+        classifier update on the same real batch and its translations (``joint_batch`` / ``pop_fakes`` say
+        what they are for the recipe). ``c_loss*`` are the losses of the latest classifier update."""
+        real = self.joint_batch(batches)
+        out = self.gan_update(*real, self.options.gan_warmup + step, with_cls=True)
+        fakes = self.pop_fakes(out)
+        if step % self.options.alt_period == 0:
+            out.update(self.classifier_update(*real, *fakes))
+        else:
+            out.update(self.last_c)
+        return out
+
     def total_gan_updates(self) -> int:
         """Translator updates over the run: the lr decay's horizon."""
         o = self.options
@@ -309,17 +322,13 @@ class CycleGANCls(JointPhases, Method):
             fake_a, fake_b = self.nets["G_BA"](b).float(), self.nets["G_AB"](a).float()
         return self.classifier_update(a, b, fake_a, fake_b)
 
-    def joint_step(self, batches: Batches, step: int) -> dict[str, Tensor]:
-        """``alt``: a CycleGAN update with L_cls in the generators' loss, and every ``alt_period`` steps a
-        classifier update. ``c_loss*`` are the losses of the latest classifier update."""
+    def joint_batch(self, batches: Batches) -> tuple[Tensor, Tensor]:
+        """The real batch of a joint step: (a, b) from the two domains."""
         (a, _), (b, _) = batches.next("domain_a"), batches.next("domain_b")
-        out = self.gan_update(a, b, self.options.gan_warmup + step, with_cls=True)
-        fake_a, fake_b = out.pop("fake_a"), out.pop("fake_b")
-        if step % self.options.alt_period == 0:
-            out.update(self.classifier_update(a, b, fake_a, fake_b))
-        else:
-            out.update(self.last_c)
-        return out
+        return a, b
+
+    def pop_fakes(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return out.pop("fake_a"), out.pop("fake_b")
 
     # -- sampling -----------------------------------------------------------------------------------------
     def keep_grid_source(self, data: Any) -> bool:

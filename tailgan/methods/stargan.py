@@ -207,15 +207,12 @@ class StarGANCls(JointPhases, Method):
             fake = self.nets["G"](x, t).float()
         return self.classifier_update(x, y, fake, t)
 
-    def joint_step(self, batches: Batches, step: int) -> dict[str, Tensor]:
-        x, y = batches.next("real")
-        out = self.gan_update(x, y, self.options.gan_warmup + step, with_cls=True)
-        fake, t = out.pop("fake"), out.pop("targets")
-        if step % self.options.alt_period == 0:
-            out.update(self.classifier_update(x, y, fake, t))
-        else:
-            out.update(self.last_c)
-        return out
+    def joint_batch(self, batches: Batches) -> tuple[Tensor, Tensor]:
+        """The real batch of a joint step: images and their classes."""
+        return batches.next("real")
+
+    def pop_fakes(self, out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return out.pop("fake"), out.pop("targets")
 
     # -- sampling -----------------------------------------------------------------------------------------
     def keep_grid_source(self, data: Any) -> bool:
