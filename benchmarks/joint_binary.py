@@ -57,7 +57,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tailgan.classify.bench import machine_info, mean_std, run_bench  # noqa: E402
+from tailgan.classify.bench import config_differences, machine_info, mean_std, run_bench  # noqa: E402
 from tailgan.classify.joint import binary_pair  # noqa: E402
 from tailgan.classify.train import ClassifyConfig, train_and_score  # noqa: E402
 from tailgan.data import load_data, to_float  # noqa: E402
@@ -294,7 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     path = out / f"{args.stem}.json"
     doc = json.loads(path.read_text()) if path.is_file() else None
     if doc is not None and doc.get("settings_key") != settings_key(settings):
-        p.error(f"{path} was made with other settings; pass --stem NAME for a new table (or delete it)")
+        old = doc["settings"]
+        if any(old.get(k) != v for k, v in settings.items() if k != "config") or config_differences(
+            old.get("config"), cfg
+        ):
+            p.error(f"{path} was made with other settings; pass --stem NAME for a new table (or delete it)")
+        # only ClassifyConfig fields added since, at their defaults: the finished rows stand
+        doc["settings"], doc["settings_key"] = settings, settings_key(settings)
     if doc is None:
         doc = {"settings": settings, "settings_key": settings_key(settings), "rows": {}}
     doc.update(

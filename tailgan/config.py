@@ -40,6 +40,8 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise TailganError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(typing.get_args(tp)):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on / off as a boolean
         if value not in typing.get_args(tp):
             choices = ", ".join(repr(a) for a in typing.get_args(tp))
             raise TailganError(f"config key '{key}': {value!r} is not one of {choices}")

@@ -46,7 +46,7 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by tailgan demo; replaced by the next demo run\n")
 
 
-def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False) -> dict:
+def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False, gan_overrides: tuple[str, ...] = ()) -> dict:
     t0 = time.perf_counter()
     prepare_out(out)
     data = load_data("digits_lt")
@@ -60,7 +60,7 @@ def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False) -> dict:
     if quick:  # for tests: the smallest networks that still run every stage
         overrides += ["optim.batch_size=16", "model.conv_dim=8", "model.embed_dim=16", "optim.d_steps=1",
                       "options.pretrain_epochs=1"]  # fmt: skip
-    cfg = make_config("bagan-gp", data="digits_lt", overrides=overrides, steps=steps)
+    cfg = make_config("bagan-gp", data="digits_lt", overrides=[*overrides, *gan_overrides], steps=steps)
     run = out / "bagan_gp_run"
     print(f"training BAGAN-GP (32 px: autoencoder pre-training, then {steps} generator steps) ...")
     train(cfg, run)

@@ -224,7 +224,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int
     log.write({
         "event": "resume" if resume else "start", "phase": trainer.phase.name if trainer.phase else "done",
         "step": trainer.phase_step, "precision": precision.name, "channels_last": precision.channels_last,
+        **({"compiled": list(method.compiled_nets)} if method.compiled else {}),
         **({"overrides": overrides} if overrides else {}), **({"note": note} if note else {}),
+        **({"compile_note": method.compile_note} if method.compile_note else {}),
     })  # fmt: skip
     try:
         trainer.run()

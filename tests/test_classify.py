@@ -400,3 +400,16 @@ def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
         run_bench(digits, ["ts"], [0, 1], cfg, tmp_path, previous=doc, log=lambda s: None)
     with pytest.raises(TailganError, match="config differs"):
         run_bench(digits, ["ts"], [0], ClassifyConfig(steps=2), tmp_path, previous=doc, log=lambda s: None)
+
+
+def test_an_earlier_report_accepts_new_settings_only_at_their_defaults():
+    from dataclasses import asdict
+
+    from tailgan.classify.bench import config_differences
+
+    old = json.loads(json.dumps(asdict(ClassifyConfig(epochs=20.0))))
+    del old["compile"]  # a report written before ClassifyConfig had this field
+    assert config_differences(old, ClassifyConfig(epochs=20.0)) == []  # compile=auto: as the earlier runs
+    assert config_differences(old, ClassifyConfig(epochs=20.0, compile="off")) == ["compile"]
+    assert config_differences(old, ClassifyConfig(epochs=30.0)) == ["epochs"]
+    assert config_differences(None, ClassifyConfig()) == ["config"]

@@ -2,6 +2,8 @@
 resume bit for bit, translate, and route the classifier loss into the generators only in ``alt``."""
 
 import copy
+import json
+import shutil
 
 import pytest
 import torch
@@ -419,3 +421,45 @@ def test_sample_translates_a_folder_of_images_from_the_cli(tmp_path, capsys):
     assert cli(["sample", str(run), "--source", str(src), "--to", "9", "--out", str(tmp_path / "out")]) == 0
     made = sorted((tmp_path / "out" / "train" / "cls9").glob("*.png"))
     assert len(made) == 3 and Image.open(made[0]).size == (8, 8)
+
+
+# --- torch.compile of the translator networks ---------------------------------------------------------------------
+def compiled(m):
+    return {name for name, net in m.nets.items() if getattr(net, "_compiled_call_impl", None) is not None}
+
+
+def test_compile_auto_follows_the_run_length_and_on_compiles_the_translators_only(tmp_path):
+    cfg = lambda *extra: make_config("cyclegan-cls", data="digits_lt", overrides=[*AUG, *extra], steps=2)  # noqa: E731
+    data = load_data(cfg().data)
+    shape = DataShape(data.num_classes, 1, 8, tuple(data.train.counts()))
+    short = build_method(cfg(), shape, RunContext(run_dir=tmp_path))  # 3 translator updates: eager
+    assert not short.compiled and compiled(short) == set()
+    assert not build_method(cfg("options.cyclegan_steps=3999"), shape, RunContext(run_dir=tmp_path)).compiled
+    long = build_method(cfg("options.cyclegan_steps=4000"), shape, RunContext(run_dir=tmp_path))
+    assert long.compiled == (shutil.which("c++") is not None or shutil.which("g++") is not None)
+    on = build_method(cfg("compile=on"), shape, RunContext(run_dir=tmp_path))
+    assert compiled(on) == {"G_AB", "G_BA", "D_A", "D_B"}  # never the classifier
+    off = build_method(cfg("options.cyclegan_steps=4000", "compile=off"), shape, RunContext(run_dir=tmp_path))
+    assert compiled(off) == set()
+    sampling = build_method(cfg("compile=on"), shape, RunContext())  # loaded back to translate: eager
+    assert compiled(sampling) == set()
+    with pytest.raises(TailganError, match="compile"):
+        cfg("compile=sometimes")
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_like_the_eager_one_and_saves_the_same_checkpoint_keys(tmp_path):
+    runs, logs = {}, {}
+    for mode in ("off", "on"):
+        train(tmp_path / mode, 2, [*AUG, f"compile={mode}"])
+        runs[mode] = load_checkpoint(tmp_path / mode / "checkpoints" / "last.pt")["method"]["nets"]
+        logs[mode] = [r for r in read_log(tmp_path / mode) if r["phase"] == "cyclegan"]
+    assert flatten_state(runs["off"]).keys() == flatten_state(runs["on"]).keys()  # no _orig_mod. prefixes
+    assert len(logs["on"]) == len(logs["off"]) == 3
+    start = json.loads((tmp_path / "on" / "log.jsonl").read_text().splitlines()[0])
+    assert start["event"] == "start" and start["compiled"] == ["G_AB", "G_BA", "D_A", "D_B"]
+    # fp32 both: compiled kernels reorder sums, so the losses agree closely, not bit for bit (weights whose
+    # gradient is ~0, e.g. conv biases before instance norm, can get Adam steps of either sign)
+    for eager, comp in zip(logs["off"], logs["on"]):
+        for k in ("g_loss", "d_a", "d_b", "cyc_a", "cyc_b"):
+            assert comp[k] == pytest.approx(eager[k], rel=1e-3, abs=1e-5), k

@@ -24,6 +24,7 @@ from tailgan.errors import TailganError
 from tailgan.io import load_checkpoint
 from tailgan.methods.dfg import classifier_scores
 from tailgan.nets.dfg import build_source
+from tailgan.nets.precision import bf16_supported, resolve_precision
 
 # digits at LeNet-5's 32 px, cut to DFG's recipe: 8 minority classes at 1/4 of a 60-image cap
 DATA = ["data.resolution=32", "data.recipe=minority", "data.imbalance_factor=4", "data.n_max=60", "data.n_minority=8"]
@@ -117,6 +118,31 @@ def test_channel_evaluation_sets_attention_and_weights(tmp_path, source_file):
     assert (tmp_path / "dfg" / "attention_step_0000000.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "dfg" / "channels.json").read_text())
     assert saved["extractor_weights"] == pytest.approx(method.w_e.tolist())
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+def test_fast_mode_runs_the_updates_in_bf16_close_to_fp32(tmp_path, source_file):
+    losses, dtypes = {}, {}
+    for name in ("fp32", "auto"):
+        cfg = make_config("dfg", data="digits", overrides=[*DATA, *FAST, f"options.source={source_file}"], steps=4)
+        data = load_data(cfg.data)
+        prec, _ = resolve_precision(name, torch.device("cpu"))
+        shape = DataShape(10, 1, 32, tuple(data.train.counts()))
+        method = build_method(cfg, shape, RunContext(run_dir=tmp_path / name, precision=prec))
+        method.evaluate_channels(data)  # fp32 in both modes: same attention and weights
+        seen = []
+        first = next(m for m in method.nets["G"].modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+        first.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(out.dtype))
+        x, y = method.precision.tensor(to_float(data.train.images[:8])), data.train.labels[:8]
+        critic = method.critic_update(x)
+        ec = method.extractor_classifier_update(x, y)
+        cf = method.classifier_fake_update(x, y)
+        losses[name] = {"wasserstein": critic["wasserstein"], "gp": critic["gp"], "ce": ec["ce"], "cf": cf["loss"]}
+        dtypes[name] = set(seen)
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses[name].values())
+    assert dtypes == {"fp32": {torch.float32}, "auto": {torch.bfloat16}}  # autocast really on, and really off
+    for k, exact in losses["fp32"].items():  # same weights and batch: bf16 forward passes move them little
+        assert float(losses["auto"][k]) == pytest.approx(float(exact), rel=0.05, abs=0.02), k
 
 
 def test_dfg_needs_a_source(tmp_path):

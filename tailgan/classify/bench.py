@@ -228,12 +228,26 @@ def write_bench_report(
     return out / f"{stem}.json", out / f"{stem}.md"
 
 
+def config_differences(old: dict | None, config: ClassifyConfig) -> list[str]:
+    """The settings in which ``config`` differs from ``old`` (a report's ``asdict`` of an earlier config).
+
+    A setting added to ``ClassifyConfig`` after the report was written is no difference while it keeps its
+    default (the earlier runs behaved as that default), so new options do not orphan finished tables."""
+    if old is None:
+        return ["config"]
+    new = json.loads(json.dumps(asdict(config)))  # through JSON, as the earlier report was: tuples -> lists
+    default = json.loads(json.dumps(asdict(ClassifyConfig())))
+    keys = set(old) | {k for k in new if new[k] != default.get(k)}
+    return sorted(k for k in keys if old.get(k, default.get(k)) != new.get(k, default.get(k)))
+
+
 def _check_previous(previous: dict, seeds: list[int], config: ClassifyConfig, data: LongTailedData) -> None:
     """An earlier report can only be extended by runs with the same seeds, settings and data."""
+    diff = config_differences(previous.get("config"), config)
     checks = {
         "seeds": (previous.get("seeds"), seeds),
-        # through JSON, as the earlier report was: tuples become lists
-        "config": (previous.get("config"), json.loads(json.dumps(asdict(config)))),
+        "config": ({k: (previous.get("config") or {}).get(k) for k in diff},
+                   {k: json.loads(json.dumps(asdict(config))).get(k) for k in diff}),  # fmt: skip
         "data fingerprint": ((previous.get("data") or {}).get("fingerprint"), data.manifest.get("fingerprint")),
     }
     for what, (old, new) in checks.items():

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -67,7 +65,7 @@ from tailgan.losses.classification import (
     weighted_cross_entropy,
 )
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
-from tailgan.nets.precision import resolve_precision
+from tailgan.nets.precision import COMPILE_MIN_STEPS, compile_decision, resolve_precision  # noqa: F401
 
 __all__ = [
     "ClassifyConfig",
@@ -422,31 +420,12 @@ def balanced_acsa(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) 
 # too small for the compiled graph's overhead (0.41x-0.47x: slower). ``compile=auto`` compiles only the
 # networks measured to gain, on runs long enough to pay the compile time back with margin.
 COMPILE_PAYS = frozenset({"resnet32"})
-COMPILE_MIN_STEPS = 2000
 
 
 def resolve_compile(setting: str, arch: str, steps: int, device: torch.device) -> tuple[bool, str | None]:
-    """Whether to ``torch.compile`` the classifier, and a note to log when ``on`` / ``auto`` does not compile.
-
-    ``auto``: on a CPU with a C++ compiler (TorchInductor builds C++ kernels), for the architectures in
-    :data:`COMPILE_PAYS` and runs of at least :data:`COMPILE_MIN_STEPS` steps; off on GPUs (not measured
-    here). ``on``: always (an error without a C++ compiler on the CPU); ``off``: never.
-    """
-    if setting == "off":
-        return False, None
-    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
-    if device.type == "cpu" and compiler is None:
-        if setting == "on":
-            raise TailganError(
-                "compile=on needs a C++ compiler on the CPU (torch.compile builds C++ kernels); install g++ "
-                "(e.g. apt-get install g++) or set compile=off"
-            )
-        return False, None
-    if setting == "on":
-        return True, None
-    if device.type != "cpu" or arch not in COMPILE_PAYS or steps < COMPILE_MIN_STEPS:
-        return False, None
-    return True, f"compiling the {arch} classifier (torch.compile; about a minute before the first step)"
+    """Whether to ``torch.compile`` the classifier (``tailgan.nets.precision.compile_decision``: ``auto``
+    compiles the architectures in :data:`COMPILE_PAYS` on runs of at least ``COMPILE_MIN_STEPS`` steps)."""
+    return compile_decision(setting, arch in COMPILE_PAYS, steps, device, f"the {arch} classifier")
 
 
 def train_classifier(

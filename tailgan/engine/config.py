@@ -85,6 +85,8 @@ class TrainConfig:
     ema_start: int = bounded(1000, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 + channels-last where native
     amp: bool | None = None  # deprecated: true = precision bf16, false = fp32 (older run folders)
+    # torch.compile of the networks a recipe declares compilable (auto: where measured to pay, CPU, >= 2000 steps)
+    compile: Literal["auto", "on", "off"] = "auto"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     log_every: int = bounded(50, ge=1)
     sample_every: int = bounded(500, ge=0)  # 0: no grids

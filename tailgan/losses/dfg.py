@@ -14,8 +14,8 @@ favours the channels whose removal *lowers* the loss, both in the regulariser we
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -240,7 +240,7 @@ def attentive_fm_distance(target: Tensor, source: Tensor, weights: Tensor) -> Te
     if target.shape != source.shape:
         raise ValueError(f"target and source maps differ in shape: {tuple(target.shape)} vs {tuple(source.shape)}")
     b, c = target.shape[:2]
-    diff = (target - source.detach()).reshape(b, c, -1)
+    diff = (target.float() - source.detach().float()).reshape(b, c, -1)  # fp32 sums (bf16 maps on the fast path)
     sq = diff.pow(2).sum(2)  # (B, C): squared L2 norm per channel
     return 0.5 * (c * weights.to(sq.dtype) * sq / diff.shape[2]).sum()
 
@@ -296,18 +296,28 @@ def head_l2(layer: nn.Module) -> Tensor:
 
 
 def critic_loss(
-    critic: nn.Module, real: Tensor, fake: Tensor, lambda_gp: float = 10.0, generator: torch.Generator | None = None
+    critic: nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    lambda_gp: float = 10.0,
+    generator: torch.Generator | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> dict[str, Tensor]:
     """WGAN-GP critic loss on feature maps: mean D(f~) - mean D(f) + lambda_gp * GP, GP at f^ = a f + (1 - a) f~,
-    a ~ U(0, 1) per sample. Returns ``loss``, ``wasserstein`` and ``gp``."""
-    wasserstein = d_wasserstein(critic(real.detach()), critic(fake.detach()))
-    gp = gradient_penalty(critic, real, fake, alpha="uniform", generator=generator)
+    a ~ U(0, 1) per sample. Returns ``loss``, ``wasserstein`` and ``gp``.
+
+    ``autocast`` is the context of the two scoring passes (the fast path's bf16); the penalty always runs
+    outside it, on fp32 maps (its double backward differentiates a norm near 1: ``tailgan.nets.precision``)."""
+    with autocast():
+        real_scores, fake_scores = critic(real.detach()), critic(fake.detach())
+    wasserstein = d_wasserstein(real_scores.float(), fake_scores.float())
+    gp = gradient_penalty(critic, real.float(), fake.float(), alpha="uniform", generator=generator)
     return {"loss": wasserstein + lambda_gp * gp, "wasserstein": wasserstein, "gp": gp}
 
 
 def generator_adv_loss(fake_scores: Tensor) -> Tensor:
     """L_G^adv = -mean D(f~)."""
-    return g_wasserstein(fake_scores)
+    return g_wasserstein(fake_scores.float())
 
 
 def merged_batch(
@@ -319,7 +329,7 @@ def merged_batch(
 
 def generator_cls_loss(merged_logits: Tensor, merged_labels: Tensor) -> Tensor:
     """L_G^cls = CE(Cl^t([f~; f]), [y_fake; y]); DFG steps only G with it."""
-    return F.cross_entropy(merged_logits, merged_labels)
+    return F.cross_entropy(merged_logits.float(), merged_labels)
 
 
 def extractor_classifier_loss(
@@ -338,7 +348,7 @@ def extractor_classifier_loss(
     alpha_c Omega_1^C + beta_c Omega_2 and ``loss`` = e_loss + c_loss, so CE counts twice, as in DFG.
     Without them (DFG without ``--with_regularization``): loss = e_loss = c_loss = CE.
     """
-    ce = F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits.float(), labels)
     given = [o is not None for o in (omega1_e, omega1_c, omega2)]
     if any(given) and not all(given):
         raise ValueError("pass all three regularisers (omega1_e, omega1_c, omega2) or none")
@@ -368,9 +378,9 @@ def classifier_fake_loss(
     """
     if (omega1_c is None) != (omega2 is None):
         raise ValueError("pass both classifier regularisers (omega1_c, omega2) or neither")
-    real = F.cross_entropy(real_logits, real_labels)
+    real = F.cross_entropy(real_logits.float(), real_labels)
     if omega1_c is not None:
         real = real + alpha_c * omega1_c + beta_c * omega2
-    fake = F.cross_entropy(fake_logits, fake_labels)
-    merged = F.cross_entropy(merged_logits, merged_labels)
+    fake = F.cross_entropy(fake_logits.float(), fake_labels)
+    merged = F.cross_entropy(merged_logits.float(), merged_labels)
     return {"loss": (real + fake + merged) / 3.0, "real": real, "fake": fake, "merged": merged}

@@ -198,10 +198,11 @@ class LeCam:
     R_LC = mean(relu(D(x_real) - ema_fake)^2) + mean(relu(ema_real - D(G(z)))^2)
 
     where ema_real and ema_fake are exponential moving averages of the batch means of D's raw outputs
-    (logits) on real and generated images. The EMAs are plain Python floats, constants for autograd, so
-    the penalty pulls D's real outputs down towards the fake average and its fake outputs up towards the
-    real average (never the other way round: it is D's outputs that are regularised, not the anchors).
-    Add ``lambda * R_LC`` to the discriminator loss only.
+    (logits) on real and generated images. The EMAs are constants for autograd, so the penalty pulls D's
+    real outputs down towards the fake average and its fake outputs up towards the real average (never the
+    other way round: it is D's outputs that are regularised, not the anchors). Add ``lambda * R_LC`` to the
+    discriminator loss only. They live on the device as one fp32 tensor, so an update never waits for the
+    device (no host sync per D step); ``ema_real`` / ``ema_fake`` read them back as floats.
 
     Order per D step, as in the official code (``loss_hinge_dis`` updates the EMAs, then ``lecam_reg``
     reads them)::
@@ -215,6 +216,9 @@ class LeCam:
     Here steps count :meth:`update` calls, i.e. D steps (the official ``itr`` counts G iterations of
     ``num_D_steps`` D steps each). With ``start_steps=0`` the first update sets the EMAs to the first means
     (the official init of 1000 only matters with ``start_itr=0``, where it is a large bias; not copied).
+
+    Non-finite D outputs make the EMAs and so the penalty non-finite: the run's divergence guard stops the
+    run at its next check, and :meth:`state_dict` refuses to write such EMAs into a checkpoint.
 
     Under ``torch.distributed`` the batch means are averaged over all processes before the EMA update, so
     every rank holds the same EMAs (and a checkpoint written by rank 0 resumes every rank).
@@ -233,9 +237,16 @@ class LeCam:
             raise TailganError(f"LeCam start_steps={start_steps} must be >= 0 (official: 1000)")
         self.decay = float(decay)
         self.start_steps = int(start_steps)
-        self.ema_real = 0.0
-        self.ema_fake = 0.0
+        self.emas = torch.zeros(2)  # (ema_real, ema_fake), moved to D's device by the first update
         self.num_updates = 0
+
+    @property
+    def ema_real(self) -> float:
+        return float(self.emas[0])
+
+    @property
+    def ema_fake(self) -> float:
+        return float(self.emas[1])
 
     @property
     def active(self) -> bool:
@@ -249,30 +260,30 @@ class LeCam:
             if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
                 dist.all_reduce(means)
                 means /= dist.get_world_size()
-            real, fake = means.tolist()
-        if not (math.isfinite(real) and math.isfinite(fake)):
-            raise TailganError(
-                f"LeCam got non-finite discriminator outputs (mean real {real}, mean fake {fake}) at update "
-                f"{self.num_updates + 1}; lower the learning rate or check the discriminator"
-            )
-        self.num_updates += 1
-        # The official schedule: decay 0 (copy) before start_steps; the first update always copies.
-        decay = 0.0 if self.num_updates < self.start_steps or self.num_updates == 1 else self.decay
-        self.ema_real = decay * self.ema_real + (1.0 - decay) * real
-        self.ema_fake = decay * self.ema_fake + (1.0 - decay) * fake
+            self.num_updates += 1
+            # The official schedule: decay 0 (copy) before start_steps; the first update always copies.
+            decay = 0.0 if self.num_updates < self.start_steps or self.num_updates == 1 else self.decay
+            self.emas = means if decay == 0.0 else decay * self.emas.to(means.device) + (1.0 - decay) * means
 
     def loss(self, d_real: Tensor, d_fake: Tensor) -> Tensor:
         """R_LC for this batch (0 before the start), differentiable in ``d_real`` and ``d_fake`` only."""
         if not self.active:
             # A zero that still belongs to the graph, so callers can add and backprop it unconditionally.
             return 0.0 * (d_real.sum() + d_fake.sum())
-        return F.relu(d_real - self.ema_fake).pow(2).mean() + F.relu(self.ema_real - d_fake).pow(2).mean()
+        ema_real, ema_fake = self.emas.to(d_real.device)
+        return F.relu(d_real - ema_fake).pow(2).mean() + F.relu(ema_real - d_fake).pow(2).mean()
 
     def state_dict(self) -> dict[str, Any]:
         """Plain floats and ints: checkpoints with ``torch.load(weights_only=True)``."""
+        real, fake = self.emas.tolist()
+        if not (math.isfinite(real) and math.isfinite(fake)):
+            raise TailganError(
+                f"LeCam's moving averages of the discriminator's outputs are not finite (real {real}, fake "
+                f"{fake}) after {self.num_updates} updates: the discriminator diverged; lower the learning rate"
+            )
         return {
-            "ema_real": self.ema_real,
-            "ema_fake": self.ema_fake,
+            "ema_real": real,
+            "ema_fake": fake,
             "num_updates": self.num_updates,
             "decay": self.decay,
             "start_steps": self.start_steps,
@@ -291,8 +302,7 @@ class LeCam:
                     f"the checkpoint's LeCam {key}={state[key]} differs from the configured "
                     f"{getattr(self, key)}; resume with the run's config"
                 )
-        self.ema_real = float(state["ema_real"])
-        self.ema_fake = float(state["ema_fake"])
+        self.emas = torch.tensor([float(state["ema_real"]), float(state["ema_fake"])], dtype=torch.float32)
         self.num_updates = int(state["num_updates"])
 
 

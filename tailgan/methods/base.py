@@ -22,6 +22,7 @@ from torch import nn
 from tailgan.config import from_dict
 from tailgan.errors import TailganError
 from tailgan.methods.spec import DataShape, OutputSpec, Phase, RunContext, StreamSpec
+from tailgan.nets.precision import COMPILE_MIN_STEPS, compile_decision
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # real images in [-1, 1] and their labels
 
@@ -83,8 +84,25 @@ class Method:
             self.precision.module(net.to(self.device))
         for net in self.ema.values():
             self.precision.module(net.to(self.device)).eval().requires_grad_(False)
+        self.compiled, self.compile_note = compile_decision(
+            getattr(cfg, "compile", "off"), self.compile_pays, self.compile_steps(), self.device,
+            f"{self.name}'s {', '.join(self.compiled_nets)}", self.compile_min_steps,
+        )  # fmt: skip
+        if self.compiled and self.ctx.run_dir is not None:  # training only: sampling stays eager
+            for name in self.compiled_nets:
+                self.nets[name].compile()  # in place: state_dict keys and checkpoints are unchanged
 
     # -- declared by recipes --------------------------------------------------------------------------------
+    # Networks ``torch.compile`` may wrap (``compile=on``; no double backward may run through them, which
+    # aot_autograd refuses) and whether ``compile=auto`` does it (measured to pay on the CPU).
+    compiled_nets: tuple[str, ...] = ()
+    compile_pays: bool = False
+    compile_min_steps: int = COMPILE_MIN_STEPS  # ``compile=auto``: runs shorter than this stay eager
+
+    def compile_steps(self) -> int:
+        """Updates the compiled networks take part in over the run (``compile=auto`` needs enough of them)."""
+        return self.cfg.steps
+
     def build(self) -> None:
         raise NotImplementedError
 

@@ -160,12 +160,22 @@ class JointPhases:
         o = self.options
         return self.translator_phase()[1] if o.mode == "aug" else o.gan_warmup + self.cfg.steps
 
+    def compile_steps(self) -> int:
+        return self.total_gan_updates()  # the compiled translator networks take part in these updates
+
 
 class CycleGANCls(JointPhases, Method):
     """A CycleGAN between two classes trained with a binary classifier; see the module docstring."""
 
     name = "cyclegan-cls"
     Options = CycleGANClsOptions
+    # LSGAN, no gradient penalty: the four translator networks compile (aot_autograd refuses double
+    # backward). Measured (benchmarks/results/fast_path_recipes.md; one thread of a loaded 2-core CPU, bf16,
+    # ngf = ndf = 16, batch 8, 32 px): a joint step 1.35x faster after 334 s of compiling (cold cache), won
+    # back after ~2,000 steps; ``compile=auto`` waits for twice that.
+    compiled_nets = ("G_AB", "G_BA", "D_A", "D_B")
+    compile_pays = True
+    compile_min_steps = 4000
 
     # -- construction -----------------------------------------------------------------------------------------
     def build(self) -> None:

@@ -44,7 +44,9 @@ unseeded choice of the minority classes             seeded (data.seed)  --
 rho blend of old/new attention computed, unused     unused              ``rho=0.75`` uses it
 =================================================  ==================  =======================
 
-DFG's networks run in float32 whatever ``precision`` says (it only sets their memory format).
+Precision: the fast path (``precision=auto``) runs every forward pass of the updates under the run's
+autocast with channels-last networks; the critic's gradient penalty, the channel evaluation, model
+selection and every loss reduction stay in fp32 (``tailgan.nets.precision``). ``precision=fp32`` is exact.
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ class DFG(Method):
     def build(self) -> None:
         o = self.options
         if self.scaler is not None:
-            raise TailganError("method dfg trains in float32; use precision=fp32 or bf16 (fp16 is not supported)")
+            raise TailganError("method dfg has no gradient scaler for fp16; use precision=auto, bf16 or fp32")
         if o.backbone == "lenet5" and self.img_size != NATIVE_SIZE["lenet5"]:
             raise TailganError(
                 f"DFG's LeNet-5 needs 32 x 32 images, the data has {self.img_size} x {self.img_size}: set "
@@ -308,7 +310,8 @@ class DFG(Method):
     def _fakes(self, n: int) -> tuple[Tensor, Tensor]:
         G = self.nets["G"]
         z, y = G.sample_latent(n, generator=self.gen, device=self.device)
-        return G(z, y), y
+        with self.autocast():
+            return G(z, y), y
 
     def _step(self, names: list[str], loss: Tensor) -> None:
         """zero_grad, backward, gradients averaged over ranks, step: the optimizers ``names`` (= networks)."""
@@ -324,45 +327,50 @@ class DFG(Method):
     def _regularized(self, x: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
         """Cl^t logits of ``f_t`` and, with ``regularize``, Omega_1^E, Omega_1^C and Omega_2 against the source."""
         tgt, src = self.target, self.source
-        if not self.options.regularize:
-            return tgt.classifier(f_t), None, None, None
-        with torch.no_grad():
-            f_s = src.extractor(x)
-        omega_e = attentive_fm_distance(f_t, f_s, self.w_e)
-        logits, omega_c = classify_with_omega1(
-            tgt.classifier, src.classifier, f_t, f_s, tgt.classifier_layers, self.w_c
-        )
+        with self.autocast():
+            if not self.options.regularize:
+                return tgt.classifier(f_t), None, None, None
+            with torch.no_grad():
+                f_s = src.extractor(x)
+            omega_e = attentive_fm_distance(f_t, f_s, self.w_e)
+            logits, omega_c = classify_with_omega1(
+                tgt.classifier, src.classifier, f_t, f_s, tgt.classifier_layers, self.w_c
+            )
         return logits, omega_e, omega_c, head_l2(tgt.fc())
 
     def critic_update(self, x: Tensor) -> dict[str, Tensor]:
         """One WGAN-GP update of D: real features E^t(x) against fresh generated ones."""
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             real = self.nets["E"](x)
             fake, _ = self._fakes(len(x))
-        out = critic_loss(self.nets["D"], real, fake, self.options.lambda_gp, generator=self.gen)
+        out = critic_loss(self.nets["D"], real, fake, self.options.lambda_gp, generator=self.gen,
+                          autocast=self.autocast)  # fmt: skip
         self._step(["D"], out["loss"])
         return out
 
     def generator_adv_update(self, n: int) -> Tensor:
         """One L_G^adv update of G."""
         fake, _ = self._fakes(n)
-        loss = generator_adv_loss(self.nets["D"](fake))
+        with self.autocast():
+            loss = generator_adv_loss(self.nets["D"](fake))
         self._step(["G"], loss)
         return loss
 
     def generator_cls_update(self, x: Tensor, y: Tensor) -> Tensor:
         """One L_G^cls update of G on [fakes; real features] (only G is stepped)."""
         fake, y_fake = self._fakes(len(x))
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             real = self.nets["E"](x)
         feats, labels = merged_batch(fake, y_fake, real, y)
-        loss = generator_cls_loss(self.nets["Cl"](feats), labels)
+        with self.autocast():
+            loss = generator_cls_loss(self.nets["Cl"](feats), labels)
         self._step(["G"], loss)
         return loss
 
     def extractor_classifier_update(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """One L_EC update of E^t and Cl^t on real images."""
-        f_t = self.nets["E"](x)
+        with self.autocast():
+            f_t = self.nets["E"](x)
         logits, omega_e, omega_c, omega2 = self._regularized(x, f_t)
         o = self.options
         out = extractor_classifier_loss(logits, y, omega_e, omega_c, omega2, o.alpha_e, o.alpha_c, o.beta_c)
@@ -372,15 +380,16 @@ class DFG(Method):
     def classifier_fake_update(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """One L_C update of Cl^t on real features, generated features and both merged (only Cl is stepped)."""
         tgt, o = self.target, self.options
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             f_t = tgt.extractor(x)
             fake, y_fake = self._fakes(len(x))
         real_logits, _, omega_c, omega2 = self._regularized(x, f_t)
         feats, labels = merged_batch(fake, y_fake, f_t, y)
+        with self.autocast():
+            fake_logits, merged_logits = tgt.classifier(fake), tgt.classifier(feats)
         out = classifier_fake_loss(
-            real_logits, y, tgt.classifier(fake), y_fake, tgt.classifier(feats), labels, omega_c, omega2,
-            o.alpha_c, o.beta_c,
-        )  # fmt: skip
+            real_logits, y, fake_logits, y_fake, merged_logits, labels, omega_c, omega2, o.alpha_c, o.beta_c
+        )
         self._step(["Cl"], out["loss"])
         return out
 
@@ -498,7 +507,7 @@ def attention_figure(attention: Tensor, path: str | Path, step: int = 0, classes
     ax.set_yticks(range(k), classes if classes is not None else [str(i) for i in range(k)])
     if c <= 32:
         ax.set_xticks(range(c))
-    ax.set_title(f"DFG attention (step {step}); 0 = channel gated off")
+    ax.set_title(f"DFG attention, step {step}\n(0 = channel gated off)", fontsize=9)  # fits 6 channels
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)

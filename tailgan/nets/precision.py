@@ -18,12 +18,16 @@ speed, with the norm and the penalty still reduced in fp32.
 
 from __future__ import annotations
 
+import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
+
+from tailgan.errors import TailganError
 
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -82,3 +86,36 @@ def resolve_precision(name: PrecisionName, device: torch.device) -> tuple[Precis
     if name == "auto" and device.type == "cuda":
         return Precision("fp16", "cuda", channels_last=True), None
     return Precision("fp32", device.type), f"this {device.type} has no native bf16; training in fp32 (slower)"
+
+
+# torch.compile pays only where its compile time (about a minute per network on this CPU) is won back:
+# ``compile=auto`` compiles what was measured to gain, on runs of at least this many steps.
+COMPILE_MIN_STEPS = 2000
+
+
+def compile_decision(
+    setting: str, pays: bool, steps: int, device: torch.device, what: str, min_steps: int = COMPILE_MIN_STEPS
+) -> tuple[bool, str | None]:
+    """Whether to ``torch.compile`` ``what``, and a note to log when ``auto`` compiles.
+
+    ``auto``: on a CPU with a C++ compiler (TorchInductor builds C++ kernels), where it was measured to
+    gain (``pays``) and for runs of at least ``min_steps`` steps; off on GPUs (not measured
+    here). ``on``: always (an error without a C++ compiler on the CPU); ``off``: never.
+    """
+    if setting not in ("auto", "on", "off"):
+        raise TailganError(f"compile={setting!r} is not a choice; use auto, on or off")
+    if setting == "off":
+        return False, None
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+    if torch.device(device).type == "cpu" and compiler is None:
+        if setting == "on":
+            raise TailganError(
+                "compile=on needs a C++ compiler on the CPU (torch.compile builds C++ kernels); install g++ "
+                "(e.g. apt-get install g++) or set compile=off"
+            )
+        return False, None
+    if setting == "on":
+        return True, None
+    if torch.device(device).type != "cpu" or not pays or steps < min_steps:
+        return False, None
+    return True, f"compiling {what} (torch.compile; a minute or two before the first steps)"

@@ -1,0 +1,175 @@
+"""Benchmark: the fast path (bf16 autocast + channels-last) vs fp32 for the recipes train_speed.py does not time.
+
+Issue 10 asks for the fast path in every recipe's step; ``train_speed.py`` times ecogan-dcgan, ecogan-biggan
+and the classifiers against hand-written loops. This script times the rest through tailgan's own
+``Trainer.step`` (one step of the recipe's main phase, whatever it runs), fp32 and ``precision=auto`` built
+from the same seed in one process and stepped alternately (A B B A ...), median of the timed steps:
+
+* ``dfg``: Fashion-MNIST 40:1 (``fashion_mnist_dfg40``), LeNet-5 at 32 px, batch 64; one step = 5 critic
+  updates + G adversarial + G classification + E/Cl update (+ Cl on fakes every 5th step);
+* ``cyclegan-cls`` (alt): a Fashion-MNIST-LT pair (sneaker -> ankle boot) at 32 px, ngf = ndf = 16, batch 8;
+  one joint step = a CycleGAN update with the classifier's loss + a classifier update;
+* ``stargan-cls`` (alt): Fashion-MNIST-LT, 10 classes at 32 px, batch 16; one joint step likewise.
+
+There is no hand loop for these (their steps are too large to replicate by hand here): the figure is the
+speed-up of the switch, not overhead.
+
+    python benchmarks/fast_path_recipes.py --threads 1
+
+Writes benchmarks/results/fast_path_recipes.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+STEM = "fast_path_recipes"
+RECIPES = {
+    "dfg": ("dfg", "fashion_mnist_dfg40", ["optim.batch_size=64", "options.source=random"]),
+    "cyclegan-cls": ("cyclegan-cls", "fashion_mnist_lt", [
+        "data.resolution=32", "optim.batch_size=8", "options.class_a=7", "options.class_b=9", "options.mode=alt",
+        "options.gan_warmup=0", "options.cls_warmup=0", "options.ngf=16", "options.ndf=16"]),
+    "stargan-cls": ("stargan-cls", "fashion_mnist_lt", [
+        "data.resolution=32", "optim.batch_size=16", "options.mode=alt", "options.gan_warmup=0",
+        "options.cls_warmup=0"]),
+}  # fmt: skip
+
+
+def default_root() -> str:
+    return os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
+
+
+def build(recipe: str, data_name: str, overrides: list[str], precision: str, root: str, compile: str = "off"):
+    from tailgan.data import load_data
+    from tailgan.engine import DataShape, RunContext, Trainer, build_method, make_config
+    from tailgan.nets.precision import resolve_precision
+
+    cfg = make_config(recipe, data=data_name, overrides=[f"data.root={root}", *overrides, f"precision={precision}",
+                                                         "log_every=1000", "sample_every=0", f"compile={compile}"],
+                      steps=10_000)  # fmt: skip
+    data = load_data(cfg.data)
+    prec, _ = resolve_precision(cfg.precision, torch.device("cpu"))
+    shape = DataShape(data.num_classes, data.train.images.shape[1], data.train.images.shape[-1],
+                      tuple(data.train.counts()))  # fmt: skip
+    run_dir = Path(tempfile.mkdtemp(prefix="fast_path_"))  # a training context (compile applies to training)
+    method = build_method(cfg, shape, RunContext(precision=prec, run_dir=run_dir))
+    return Trainer(method, data), method
+
+
+def time_recipe(name: str, root: str, steps: int, warmup: int) -> dict:
+    recipe, data_name, overrides = RECIPES[name]
+    loops = {p: build(recipe, data_name, overrides, p, root) for p in ("fp32", "auto")}
+    if loops["auto"][1].compiled_nets:  # the fast path with its compilable networks compiled
+        loops["auto+compile"] = build(recipe, data_name, overrides, "auto", root, compile="on")
+    first, first_wall = {}, {}
+    for i in range(warmup):
+        for p, (trainer, _) in loops.items():
+            t0 = time.perf_counter()
+            out = trainer.step()
+            if i == 0:
+                first_wall[p] = time.perf_counter() - t0
+                first[p] = {k: float(v) for k, v in out.items()}
+    wall: dict[str, list[float]] = {p: [] for p in loops}
+    order = list(loops)
+    for i in range(steps):
+        for p in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            loops[p][0].step()
+            wall[p].append(time.perf_counter() - t0)
+    med = {p: statistics.median(v) for p, v in wall.items()}
+    policy = loops["auto"][1].precision
+    compiled = {}
+    if "auto+compile" in med:
+        gain = med["auto"] - med["auto+compile"]
+        compile_s = first_wall["auto+compile"] - first_wall["auto"]  # the first step compiles
+        compiled = {"compile_s": compile_s, "speedup_vs_fast": med["auto"] / med["auto+compile"],
+                    "breakeven_steps": compile_s / gain if gain > 0 else None,
+                    "compiled_nets": list(loops["auto+compile"][1].compiled_nets)}  # fmt: skip
+    return {
+        "steps_per_s": {p: 1.0 / m for p, m in med.items()},
+        "speedup": med["fp32"] / med["auto"],
+        "compiled": compiled,
+        "fast_policy": {"name": policy.name, "channels_last": policy.channels_last},
+        "first_step_losses": first,
+        "timed_steps": steps,
+        "wall": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of " + ", ".join(RECIPES))
+    p.add_argument("--steps", type=int, default=30, help="timed steps per mode")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--warm-cache", action="store_true", help="keep TorchInductor's compile cache (default: a cold one)")
+    args = p.parse_args(argv)
+    if not args.warm_cache:  # a first run's compile time, not a cached graph's (a rerun compiles in seconds)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_")
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO))
+    from tailgan.version import cpu_model
+
+    names = [n for n in args.recipes.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    rows = {}
+    for name in names:
+        print(f"{name}: {args.warmup} + {args.steps} steps per mode", flush=True)
+        rows[name] = time_recipe(name, args.root, args.steps, args.warmup)
+        r = rows[name]
+        print(f"    fp32 {r['steps_per_s']['fp32']:.3f}/s, fast {r['steps_per_s']['auto']:.3f}/s: {r['speedup']:.2f}x")
+    doc = {
+        "benchmark": STEM, "command": " ".join(["python", *sys.argv]), "started": started,
+        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "recipes": {n: {"recipe": RECIPES[n][0], "data": RECIPES[n][1], "overrides": RECIPES[n][2]} for n in names},
+        "rows": rows,
+    }  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{STEM}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    m = doc["machine"]
+    lines = [
+        "# Fast path vs fp32 for DFG and the joint recipes (tailgan's Trainer.step)", "",
+        f"{started}, {m['cpu']}, {m['nproc']} cores, {m['threads']} thread(s), torch {m['torch']}, load average "
+        f"{m['loadavg_start']} at start, {m['loadavg_end']} at the end. Command: `{doc['command']}`.", "",
+        "Steps per second of the recipe's main phase, fp32 and fast mode interleaved in one process, median of "
+        f"{args.steps} timed steps each (after {args.warmup} warm-up steps). Bar (issue 10): 1.5x.", "",
+        "Compiled: the fast path with the recipe's compilable networks under `torch.compile` (`compile=on`); "
+        "compile time = the first step's extra wall time with an empty compile cache; break-even = compile "
+        "time / time won per step.", "",
+        "| recipe | data | fp32 steps/s | fast steps/s | speed-up | bar 1.5x | fast + compiled steps/s | vs fast "
+        "| compile time | break-even steps |", "|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for n, r in rows.items():
+        s, c = r["steps_per_s"], r["compiled"]
+        comp = (f"{s['auto+compile']:.3f} | {c['speedup_vs_fast']:.2f}x | {c['compile_s']:.0f} s | "
+                f"{c['breakeven_steps']:.0f}" if c and c["breakeven_steps"] else
+                (f"{s['auto+compile']:.3f} | {c['speedup_vs_fast']:.2f}x | {c['compile_s']:.0f} s | never" if c
+                 else "- | - | - | -"))  # fmt: skip
+        lines.append(f"| {n} | {RECIPES[n][1]} | {s['fp32']:.3f} | {s['auto']:.3f} | {r['speedup']:.2f}x | "
+                     f"{'met' if r['speedup'] >= 1.5 else 'missed'} | {comp} |")  # fmt: skip
+    (out / f"{STEM}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
