@@ -1,11 +1,10 @@
 """Benchmark: does the fast path (bf16 autocast + channels-last) train generators as good as fp32?
 
 Issue 10's quality bar: a 2,000-G-step ``ecogan-dcgan`` run on Fashion-MNIST-LT in the fast mode, seed 0,
-against 3 fp32 seeds (0, 1, 2) of the same run (the committed table used 1,200 G steps, ``--steps``: the
-session's CPU budget on a shared 2-core machine did not allow four 2,000-step runs); FID, KID and label
-accuracy (the evaluator at 32 px, the
+against 3 fp32 seeds (0, 1, 2) of the same run; FID, KID and label accuracy (the evaluator at 32 px, the
 balanced test split as reference, equal fakes per class), overall and on the three rarest classes. The fast
-run passes when its figures lie within the range of the fp32 seeds (widened by nothing).
+run passes when each figure lies within the range of the fp32 seeds (widened by nothing) or outside it on
+the better side.
 
 Resumable: each run is a tailgan run folder under ``--work``; rerunning continues unfinished runs from their
 checkpoints and skips finished ones and finished evaluations. ``--jobs 2`` trains two runs at once (one
@@ -29,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tailgan.version import cpu_model  # noqa: E402
+
 STEM = "precision_quality"
 SETTINGS = ["sampling=balanced", "optim.batch_size=64", "model.conv_dim=32", "log_every=100", "sample_every=500",
             "ckpt_every=100"]  # fmt: skip
@@ -88,7 +90,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data"))
     p.add_argument("--work", default=str(REPO / "runs" / STEM))
-    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -101,11 +103,13 @@ def main() -> int:
     verdict = {}
     for key in ("fid", "kid", "labelacc", "rare_fid", "rare_labelacc"):
         lo, hi = min(r[key] for r in fp32), max(r[key] for r in fp32)
-        verdict[key] = {"fp32_min": lo, "fp32_max": hi, "fast": fast[key], "within": lo <= fast[key] <= hi}
+        higher_better = "labelacc" in key  # FID / KID: lower is better
+        side = "within" if lo <= fast[key] <= hi else ("better" if (fast[key] > hi) == higher_better else "worse")
+        verdict[key] = {"fp32_min": lo, "fp32_max": hi, "fast": fast[key], "within": side == "within", "side": side}
     doc = {
         "command": " ".join([sys.executable, *sys.argv]), "started": started,
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count(),
                     "python": platform.python_version()},
         "settings": {"method": "ecogan-dcgan", "data": "fashion_mnist_lt", "steps": args.steps, "overrides": SETTINGS,
                      "eval": "evaluator features at 32 px, ref test, fid,kid,labelacc"},
@@ -126,8 +130,10 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['run']} | {r['fid']:.2f} | {r['kid']:.4f} | {r['labelacc']:.3f} | {r['rare_fid']:.2f} | "
                      f"{r['rare_labelacc']:.3f} | {r['steps_per_s_median']:.3f} |")  # fmt: skip
-    lines += ["", "Within the fp32 seeds' range: " + ", ".join(
-        f"{k} {'yes' if v['within'] else 'no'}" for k, v in verdict.items())]  # fmt: skip
+    lines += ["", "Fast run vs the fp32 seeds' range (within, or outside on the better / worse side): " + ", ".join(
+        f"{k} {v['side']}" for k, v in verdict.items())]  # fmt: skip
+    lines += ["", "G steps/s: the median of a run's log records; the runs shared the machine with other jobs at "
+              "different times (and were resumed), so speed is measured by train_speed.py, not here."]
     (out / f"{STEM}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
