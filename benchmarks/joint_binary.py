@@ -43,12 +43,14 @@ Writes benchmarks/results/joint_binary.{json,md} and joint_binary_grids/<pair>_<
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -210,7 +212,7 @@ def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
     cfg = ClassifyConfig(
         arch="lenet5", epochs=epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
         joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
-        joint_grid_dir=str(out / f"{args.stem}_multiclass_grids"),
+        joint_grid_dir=str(out / f"{args.stem}_multiclass_grids"), joint_cls_batch=args.joint_cls_batch,
     )  # fmt: skip
     stem = f"{args.stem}_multiclass"
     report = out / f"{stem}.json"
@@ -224,7 +226,9 @@ def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
         "budget": (
             f"LeNet-5, {epochs:g} epochs of the real LT training part (as classify_fmnist_lt); "
             f"{args.joint_gan_steps} translator updates first (ngf {args.ngf}, batch {args.joint_batch_size}), "
-            "targets: the classes below the median count"
+            "targets: the classes below the median count; classifier batch: "
+            + ("128 real images + their translations per update, lr 0.05" if args.joint_cls_batch == "classifier"
+               else f"the translator's {args.joint_batch_size} real + {args.joint_batch_size} translated, lr scaled")
         ),  # fmt: skip
         "data": "fashion_mnist_lt",
     }
@@ -249,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--joint-batch-size", type=int, default=8)
     p.add_argument("--ngf", type=int, default=16, help="generator and discriminator width")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument("--joint-cls-batch", default="classifier", choices=("classifier", "translator"),
+                   help="ALT/AUG classifier batch (tailgan classify --joint-cls-batch); the committed binary "
+                   "tables used translator")  # fmt: skip
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="output folder (default benchmarks/results; --quick: a temporary folder)")
     p.add_argument("--stem", default=STEM)
@@ -287,11 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ClassifyConfig(
         arch="lenet5", epochs=args.epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
         joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
+        joint_cls_batch=args.joint_cls_batch,
     )  # fmt: skip
     settings = {"pairs": pairs, "minority": sizes, "majority": args.majority, "strategies": strategies,
                 "seeds": args.seeds, "joint_seeds_large": args.joint_seeds_large,
                 "config": json.loads(json.dumps(asdict(cfg)))}  # fmt: skip
     path = out / f"{args.stem}.json"
+    out.mkdir(parents=True, exist_ok=True)
     doc = json.loads(path.read_text()) if path.is_file() else None
     if doc is not None and doc.get("settings_key") != settings_key(settings):
         old = doc["settings"]
@@ -310,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             f"LeNet-5, {args.epochs:g} epochs of the real training part for every row (SGD lr {cfg.lr}, batch "
             f"{cfg.batch_size}); ALT/AUG: {args.joint_gan_steps} CycleGAN updates first (ResNet-6 ngf "
             f"{args.ngf}, PatchGAN ndf {args.ngf}, batch {args.joint_batch_size} per domain, precision "
-            f"{args.precision}), ALT one more per classifier update"
+            f"{args.precision}), ALT one more per classifier update; classifier batch: {args.joint_cls_batch} "
+            "(tailgan classify --joint-cls-batch)"
         ),  # fmt: skip
         notes=[
             "Model selection on a stratified 10 % validation split of the imbalanced training data; test set "
@@ -328,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
             f"classifiers behind them: {kept.name}/ (`tailgan explain` reads them).",
         ],
     )
+    with table_lock(path):  # the header now, the rows (and other processes' claims) as the file has them
+        if path.is_file():
+            doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+        atomic_write_json(path, doc)
     full = load_data("fashion_mnist", root=args.root)
     total = len(pairs) * len(sizes) * len(strategies)
     for n in sizes:  # sizes outermost: a cut-short run still has every pair at the smallest sizes
@@ -335,26 +349,62 @@ def main(argv: list[str] | None = None) -> int:
             data = binary_pair(full, PAIRS[pair], (args.majority, n), seed=0)
             for strat in strategies:
                 key = f"{pair}|{n}|{strat}"
-                if key in doc["rows"]:
-                    print(f"skip {key} (done)", flush=True)
-                    continue
+                with table_lock(path):  # several processes may share the table: claim the row first
+                    doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+                    other = doc.get("claims", {}).get(key)
+                    if key in doc["rows"] or (other is not None and other != os.getpid() and alive(other)):
+                        print(f"skip {key} ({'done' if key in doc['rows'] else f'running in process {other}'})",
+                              flush=True)  # fmt: skip
+                        continue
+                    doc.setdefault("claims", {})[key] = os.getpid()
+                    atomic_write_json(path, doc)
                 seeds = row_seeds(strat, n, sizes, args.seeds, args.joint_seeds_large)
                 row_cfg = replace(cfg, joint_grid_dir=str(grids / f"{pair}_{n}")) if strat in JOINT else cfg
                 keep = kept / f"{pair}_{n}_{strat}.pt" if n == min(sizes) and strat in HEATMAP_ROWS else None
                 print(f"== {key} seeds {seeds}", flush=True)
-                doc["rows"][key] = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)}
-                doc["complete"] = len(doc["rows"]) == total
-                atomic_write_json(path, doc)
-                atomic_write_text(out / f"{args.stem}.md", render(doc))
+                row = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)}
+                with table_lock(path):
+                    doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+                    doc["rows"][key] = row
+                    doc["claims"].pop(key, None)
+                    doc["complete"] = len(doc["rows"]) == total
+                    write_table(path, out, args.stem, doc)
             files = {s: kept / f"{pair}_{n}_{s}.pt" for s in HEATMAP_ROWS if s in strategies}
             figure = out / f"{args.stem}_heatmaps_{pair}.png"
             if n == min(sizes) and files and all(f.is_file() for f in files.values()) and not figure.is_file():
                 heatmap_figure(data, files, figure)
-    doc["complete"] = len(doc["rows"]) == total
-    atomic_write_json(path, doc)
-    atomic_write_text(out / f"{args.stem}.md", render(doc))
+    with table_lock(path):
+        doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+        doc["complete"] = len(doc["rows"]) == total
+        write_table(path, out, args.stem, doc)
     print(f"wrote {path} and {out / (args.stem + '.md')}")
     return 0
+
+
+@contextmanager
+def table_lock(path: Path):
+    """An exclusive lock on ``path``'s table across processes (several may work on one table)."""
+    with open(path.with_name(f".{path.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_table(path: Path, out: Path, stem: str, doc: dict) -> None:
+    atomic_write_json(path, doc)
+    atomic_write_text(out / f"{stem}.md", render(doc))
 
 
 def merge(out: Path, stem: str, other: str) -> int:

@@ -413,3 +413,7 @@ def test_an_earlier_report_accepts_new_settings_only_at_their_defaults():
     assert config_differences(old, ClassifyConfig(epochs=20.0, compile="off")) == ["compile"]
     assert config_differences(old, ClassifyConfig(epochs=30.0)) == ["epochs"]
     assert config_differences(None, ClassifyConfig()) == ["config"]
+    # a field whose default differs from what the earlier runs did (tailgan.classify.train.BEFORE_FIELD)
+    del old["joint_cls_batch"]
+    assert config_differences(old, ClassifyConfig(epochs=20.0, joint_cls_batch="translator")) == []
+    assert config_differences(old, ClassifyConfig(epochs=20.0)) == ["joint_cls_batch"]

@@ -463,3 +463,21 @@ def test_a_compiled_run_trains_like_the_eager_one_and_saves_the_same_checkpoint_
     for eager, comp in zip(logs["off"], logs["on"]):
         for k in ("g_loss", "d_a", "d_b", "cyc_a", "cyc_b"):
             assert comp[k] == pytest.approx(eager[k], rel=1e-3, abs=1e-5), k
+
+
+# --- the classifier's own batch (options.cls_batch_size) ------------------------------------------------------------
+@pytest.mark.parametrize("recipe", ["cyclegan-cls", "stargan-cls"])
+def test_the_classifier_draws_its_own_batch_when_cls_batch_size_is_set(recipe):
+    base = [*ALT, "options.gan_warmup=0", "options.cls_warmup=0"] if recipe == "cyclegan-cls" else [
+        *STAR, "options.mode=alt", "options.gan_warmup=0", "options.cls_warmup=0"]  # fmt: skip
+    groups = 4 if recipe == "cyclegan-cls" else 2  # (a, b, G_BA(b), G_AB(a)) or (x, G(x, t))
+    for extra, per_group in (([], 4), (["options.cls_batch_size=6"], 6)):
+        cfg = make_config(recipe, data="digits_lt", overrides=[*base, *extra], steps=2)
+        data = load_data(cfg.data)
+        m = build_method(cfg, DataShape(data.num_classes, 1, 8, tuple(data.train.counts())), RunContext())
+        seen = []
+        m.nets["C"].register_forward_hook(lambda mod, inp, out, seen=seen: seen.append((mod.training, len(inp[0]))))
+        Trainer(m, data).step()  # one joint step: the teacher pass (eval mode), then the classifier's update
+        assert [n for training, n in seen if training] == [groups * per_group], extra
+        if extra:
+            assert m.streams().keys() >= ({"cls_a", "cls_b"} if recipe == "cyclegan-cls" else {"cls_real"})

@@ -194,11 +194,26 @@ def test_joint_classifier_lr_scales_linearly_with_the_images_of_an_update():
     from tailgan.classify.joint import joint_classifier_lr
     from tailgan.classify.train import ClassifyConfig
 
-    cfg = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=8)
+    cfg = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=8, joint_cls_batch="translator")
     assert joint_classifier_lr("cyclegan-alt", cfg) == pytest.approx(0.05 * 32 / 128)  # a, b, G_BA(b), G_AB(a)
     assert joint_classifier_lr("stargan-aug", cfg) == pytest.approx(0.05 * 16 / 128)  # x, G(x, t)
-    big = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=64)
+    big = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=64, joint_cls_batch="translator")
     assert joint_classifier_lr("cyclegan-aug", big) == 0.05  # never above the strategies' rate
+    # the default: the classifier's own batch_size real images per update, at the strategies' rate
+    assert joint_classifier_lr("cyclegan-alt", ClassifyConfig(lr=0.05, joint_batch_size=8)) == 0.05
+
+
+def test_joint_classifier_batch_follows_joint_cls_batch():
+    from tailgan.classify.joint import joint_recipe_options
+    from tailgan.classify.train import ClassifyConfig
+
+    def cls_batch(strategy, **kw):
+        options = joint_recipe_options(strategy, ClassifyConfig(batch_size=128, **kw), [6000, 50], 0, "cpu")
+        return [o for o in options if o.startswith("options.cls_batch_size=")]
+
+    assert cls_batch("cyclegan-alt") == ["options.cls_batch_size=64"]  # per domain: 64 a + 64 b = 128 real
+    assert cls_batch("stargan-aug") == ["options.cls_batch_size=128"]
+    assert cls_batch("cyclegan-aug", joint_cls_batch="translator") == []  # the translator's batch
 
 
 def test_two_logit_classifier_matches_softmax_probabilities():

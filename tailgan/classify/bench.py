@@ -19,7 +19,7 @@ import torch
 
 from tailgan.classify.metrics import plot_confusion_matrix, plot_recall_bars
 from tailgan.classify.strategies import parse_strategy
-from tailgan.classify.train import ClassifyConfig, train_and_score
+from tailgan.classify.train import BEFORE_FIELD, ClassifyConfig, train_and_score
 from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, atomic_write_text
@@ -231,14 +231,16 @@ def write_bench_report(
 def config_differences(old: dict | None, config: ClassifyConfig) -> list[str]:
     """The settings in which ``config`` differs from ``old`` (a report's ``asdict`` of an earlier config).
 
-    A setting added to ``ClassifyConfig`` after the report was written is no difference while it keeps its
-    default (the earlier runs behaved as that default), so new options do not orphan finished tables."""
+    A setting added to ``ClassifyConfig`` after the report was written is no difference while it has the value
+    the earlier runs behaved as (its default, or ``BEFORE_FIELD``'s entry), so new options do not orphan
+    finished tables."""
     if old is None:
         return ["config"]
     new = json.loads(json.dumps(asdict(config)))  # through JSON, as the earlier report was: tuples -> lists
     default = json.loads(json.dumps(asdict(ClassifyConfig())))
-    keys = set(old) | {k for k in new if new[k] != default.get(k)}
-    return sorted(k for k in keys if old.get(k, default.get(k)) != new.get(k, default.get(k)))
+    before = {**default, **BEFORE_FIELD}  # an absent field: what runs did before it existed
+    keys = set(old) | {k for k in new if new[k] != before.get(k)}
+    return sorted(k for k in keys if old.get(k, before.get(k)) != new.get(k, default.get(k)))
 
 
 def _check_previous(previous: dict, seeds: list[int], config: ClassifyConfig, data: LongTailedData) -> None:

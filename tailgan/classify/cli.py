@@ -173,6 +173,13 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         help=f"cyclegan-aug/alt: real images per class in each update (default {d.joint_batch_size})",
     )
     p.add_argument(
+        "--joint-cls-batch",
+        choices=("classifier", "translator"),
+        default=d.joint_cls_batch,
+        help="joint strategies: the classifier's update sees --batch-size real images and their translations "
+        "(classifier, default) or the translator's --joint-batch-size per class at a scaled-down lr (translator)",
+    )
+    p.add_argument(
         "--joint-option",
         action="append",
         default=[],
@@ -225,6 +232,7 @@ def _config(args: argparse.Namespace) -> ClassifyConfig:
         compile=args.compile,
         joint_gan_steps=args.joint_gan_steps,
         joint_batch_size=args.joint_batch_size,
+        joint_cls_batch=args.joint_cls_batch,
         joint_options=tuple(args.joint_option),
         source=args.source,
         source_root=args.source_root,

@@ -128,6 +128,10 @@ class ClassifyConfig:
     # cyclegan-aug / cyclegan-alt (tailgan.classify.joint)
     joint_gan_steps: int = 1000  # CycleGAN updates before the classifier trains (aug: all of them; alt: warm-up)
     joint_batch_size: int = 16  # real images per class in each CycleGAN / classifier update
+    # the classifier's batch in a joint strategy: "classifier" = batch_size real images per update (half per
+    # domain for the CycleGAN) and their translations, at lr, as every other strategy sees; "translator" =
+    # the translator's batch (joint_batch_size per class) at an lr scaled down to match (the first version)
+    joint_cls_batch: Literal["classifier", "translator"] = "classifier"
     joint_options: tuple[str, ...] = ()  # more cyclegan-cls overrides, e.g. ("options.ngf=16",)
     joint_grid_dir: str | None = None  # write the trained translator's grid there (<strategy>_seed<N>.png)
     # original / finetune / delta / dfg (tailgan.classify.transfer)
@@ -164,8 +168,15 @@ class ClassifyConfig:
             raise TailganError(f"--finetune {self.finetune!r} is unknown; use none, all or head")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise TailganError(f"classifier setting precision={self.precision!r} is unknown; use auto, fp32 or bf16")
+        if self.joint_cls_batch not in ("classifier", "translator"):
+            raise TailganError(f"joint_cls_batch={self.joint_cls_batch!r} is unknown; use classifier or translator")
         if self.compile not in ("auto", "on", "off"):
             raise TailganError(f"classifier setting compile={self.compile!r} is unknown; use auto, on or off")
+
+
+# What runs did before a ClassifyConfig field existed, where that differs from the field's default (reports
+# written then lack the field; tailgan.classify.bench.config_differences reads them with these values).
+BEFORE_FIELD = {"joint_cls_batch": "translator"}
 
 
 def build_training_set(

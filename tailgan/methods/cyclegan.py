@@ -89,6 +89,9 @@ class CycleGANClsOptions:
     gan_warmup: int = bounded(500, ge=0)  # alt: CycleGAN updates without the classifier loss, first
     cls_warmup: int = bounded(200, ge=0)  # alt: classifier updates on real + translated images, next
     alt_period: int = bounded(1, ge=1)  # alt: one classifier update every this many CycleGAN updates
+    # real images per domain in a classifier update (None: the translator's batch, optim.batch_size); with a
+    # number the classifier draws its own a and b batches and translates them
+    cls_batch_size: int | None = bounded(None, ge=1)
     beta: float = bounded(10.0, ge=0)  # cycle-consistency weight
     alpha: float = bounded(5.0, ge=0)  # identity weight (0: no identity terms)
     lambda_cls: float = bounded(1.0, ge=0)  # alt: weight of L_cls in the generators' loss
@@ -149,10 +152,12 @@ class JointPhases:
         real = self.joint_batch(batches)
         out = self.gan_update(*real, self.options.gan_warmup + step, with_cls=True)
         fakes = self.pop_fakes(out)
-        if step % self.options.alt_period == 0:
-            out.update(self.classifier_update(*real, *fakes))
-        else:
+        if step % self.options.alt_period != 0:
             out.update(self.last_c)
+        elif self.options.cls_batch_size:  # the classifier's own (larger) real batch, translated
+            out.update(self.classifier_step(batches, step))
+        else:
+            out.update(self.classifier_update(*real, *fakes))
         return out
 
     def total_gan_updates(self) -> int:
@@ -232,11 +237,17 @@ class CycleGANCls(JointPhases, Method):
 
     def streams(self) -> dict[str, StreamSpec]:
         o = self.options
-        return {
+        streams = {
             "domain_a": StreamSpec(classes=(o.class_a,), flip=self.cfg.flip),
             # the minority may hold fewer images than a batch: drawn with replacement
             "domain_b": StreamSpec(classes=(o.class_b,), balanced=True, flip=self.cfg.flip, seed_offset=1),
         }
+        if o.cls_batch_size:
+            n = o.cls_batch_size
+            streams["cls_a"] = StreamSpec(classes=(o.class_a,), batch_size=n, flip=self.cfg.flip, seed_offset=2)
+            streams["cls_b"] = StreamSpec(classes=(o.class_b,), balanced=True, batch_size=n, flip=self.cfg.flip,
+                                          seed_offset=3)  # fmt: skip
+        return streams
 
     def translator_phase(self) -> tuple[str, int, Any]:
         return "cyclegan", self.options.cyclegan_steps, self.cyclegan_step
@@ -327,7 +338,8 @@ class CycleGANCls(JointPhases, Method):
 
     def classifier_step(self, batches: Batches, step: int) -> dict[str, Tensor]:
         """A classifier update on real and translated images; the translators are not trained."""
-        (a, _), (b, _) = batches.next("domain_a"), batches.next("domain_b")
+        own = self.options.cls_batch_size
+        (a, _), (b, _) = batches.next("cls_a" if own else "domain_a"), batches.next("cls_b" if own else "domain_b")
         with torch.no_grad(), self.autocast():
             fake_a, fake_b = self.nets["G_BA"](b).float(), self.nets["G_AB"](a).float()
         return self.classifier_update(a, b, fake_a, fake_b)

@@ -59,6 +59,9 @@ class StarGANClsOptions:
     gan_warmup: int = bounded(500, ge=0)  # alt: translator updates without the classifier loss, first
     cls_warmup: int = bounded(200, ge=0)  # alt: classifier updates, next
     alt_period: int = bounded(1, ge=1)  # alt: one classifier update every this many translator updates
+    # real images per classifier update (None: the translator's batch, optim.batch_size); with a number the
+    # classifier draws its own batch and translates it, so it can see as many real images as a plain one
+    cls_batch_size: int | None = bounded(None, ge=1)
     lambda_rec: float = bounded(10.0, ge=0)
     lambda_cls: float = bounded(1.0, ge=0)  # D's class head, in both G and D losses
     lambda_joint: float = bounded(1.0, ge=0)  # alt: weight of L_cls in the translator's loss
@@ -122,7 +125,10 @@ class StarGANCls(JointPhases, Method):
         self.grid_source: Tensor | None = None
 
     def streams(self) -> dict[str, StreamSpec]:
-        return {"real": StreamSpec(flip=self.cfg.flip)}  # the long tail as it is: mostly head-class sources
+        streams = {"real": StreamSpec(flip=self.cfg.flip)}  # the long tail as it is: mostly head-class sources
+        if self.options.cls_batch_size:
+            streams["cls_real"] = StreamSpec(batch_size=self.options.cls_batch_size, flip=self.cfg.flip, seed_offset=2)
+        return streams
 
     def translator_phase(self) -> tuple[str, int, Any]:
         return "stargan", self.options.gan_steps, self.gan_step
@@ -207,7 +213,7 @@ class StarGANCls(JointPhases, Method):
         return {k: v for k, v in out.items() if k not in ("fake", "targets")}
 
     def classifier_step(self, batches: Batches, step: int) -> dict[str, Tensor]:
-        x, y = batches.next("real")
+        x, y = batches.next("cls_real" if self.options.cls_batch_size else "real")
         t = self.draw_targets(y)
         with torch.no_grad(), self.autocast():
             fake = self.nets["G"](x, t).float()
