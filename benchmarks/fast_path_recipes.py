@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 STEM = "fast_path_recipes"
+SCRATCH = tempfile.mkdtemp(prefix="fast_path_")  # run folders and the cold compile cache; removed at the end
 RECIPES = {
     "dfg": ("dfg", "fashion_mnist_dfg40", ["optim.batch_size=64", "options.source=random"]),
     "cyclegan-cls": ("cyclegan-cls", "fashion_mnist_lt", [
@@ -62,7 +64,7 @@ def build(recipe: str, data_name: str, overrides: list[str], precision: str, roo
     prec, _ = resolve_precision(cfg.precision, torch.device("cpu"))
     shape = DataShape(data.num_classes, data.train.images.shape[1], data.train.images.shape[-1],
                       tuple(data.train.counts()))  # fmt: skip
-    run_dir = Path(tempfile.mkdtemp(prefix="fast_path_"))  # a training context (compile applies to training)
+    run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=SCRATCH))  # a training context (compile applies to it)
     method = build_method(cfg, shape, RunContext(precision=prec, run_dir=run_dir))
     return Trainer(method, data), method
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-cache", action="store_true", help="keep TorchInductor's compile cache (default: a cold one)")
     args = p.parse_args(argv)
     if not args.warm_cache:  # a first run's compile time, not a cached graph's (a rerun compiles in seconds)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_", dir=SCRATCH)
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
     from tailgan.version import cpu_model
@@ -172,4 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    finally:
+        shutil.rmtree(SCRATCH, ignore_errors=True)

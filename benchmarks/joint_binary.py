@@ -66,6 +66,7 @@ from tailgan.data import load_data, to_float  # noqa: E402
 from tailgan.explain.heatmaps import explain_heatmaps  # noqa: E402
 from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
 from tailgan.nets.classifier_io import load_classifier, save_classifier  # noqa: E402
+from tailgan.outputs import pid_alive  # noqa: E402
 
 STEM = "joint_binary"
 PAIRS = {"sneaker-ankleboot": (7, 9), "pullover-coat": (2, 4)}
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with table_lock(path):  # the header now, the rows (and other processes' claims) as the file has them
         if path.is_file():
-            doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+            doc = with_file_rows(doc, path)
         atomic_write_json(path, doc)
     full = load_data("fashion_mnist", root=args.root)
     total = len(pairs) * len(sizes) * len(strategies)
@@ -350,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             for strat in strategies:
                 key = f"{pair}|{n}|{strat}"
                 with table_lock(path):  # several processes may share the table: claim the row first
-                    doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+                    doc = with_file_rows(doc, path)
                     other = doc.get("claims", {}).get(key)
-                    if key in doc["rows"] or (other is not None and other != os.getpid() and alive(other)):
+                    if key in doc["rows"] or (other is not None and other != os.getpid() and pid_alive(other)):
                         print(f"skip {key} ({'done' if key in doc['rows'] else f'running in process {other}'})",
                               flush=True)  # fmt: skip
                         continue
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {key} seeds {seeds}", flush=True)
                 row = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)}
                 with table_lock(path):
-                    doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+                    doc = with_file_rows(doc, path)
                     doc["rows"][key] = row
                     doc["claims"].pop(key, None)
                     doc["complete"] = len(doc["rows"]) == total
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             if n == min(sizes) and files and all(f.is_file() for f in files.values()) and not figure.is_file():
                 heatmap_figure(data, files, figure)
     with table_lock(path):
-        doc = {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
+        doc = with_file_rows(doc, path)
         doc["complete"] = len(doc["rows"]) == total
         write_table(path, out, args.stem, doc)
     print(f"wrote {path} and {out / (args.stem + '.md')}")
@@ -392,14 +393,9 @@ def table_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def with_file_rows(doc: dict, path: Path) -> dict:
+    """``doc`` with the rows and claims the table file holds now (other processes may have added some)."""
+    return {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
 
 
 def write_table(path: Path, out: Path, stem: str, doc: dict) -> None:

@@ -119,7 +119,8 @@ def check_not_inside(out: str | os.PathLike, protected: list[str | os.PathLike |
             )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -142,7 +143,7 @@ def remove_stale_temp(target: Path) -> int:
         return 0
     for p in parent.glob(f".{target.name}.*-*-*"):
         parts = p.name[len(target.name) + 2 :].split("-")
-        if len(parts) < 2 or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+        if len(parts) < 2 or not parts[1].isdigit() or pid_alive(int(parts[1])):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         removed += 1

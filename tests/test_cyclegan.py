@@ -445,6 +445,9 @@ def test_compile_auto_follows_the_run_length_and_on_compiles_the_translators_onl
     assert compiled(sampling) == set()
     with pytest.raises(TailganError, match="compile"):
         cfg("compile=sometimes")
+    gan_cfg = make_config("bagan-gp", overrides=["compile=on", "options.pretrain=false"], steps=1)
+    gan = build_method(gan_cfg, DataShape(10, 1, 32, tuple(data.train.counts())), RunContext(run_dir=tmp_path))
+    assert not gan.compiled and "no network torch.compile can take" in gan.compile_note  # said, not silent
 
 
 @pytest.mark.slow

@@ -144,7 +144,7 @@ def joint_classifier_lr(strategy: str, cfg: Any) -> float:
     of one of its updates (CycleGAN: a, b, G_BA(b), G_AB(a), ``joint_batch_size`` each; StarGAN: x and G(x, t)) over
     ``cfg.batch_size`` (Goyal et al.'s rule), never above ``cfg.lr``: the joint updates see 32 images where
     the other strategies see 128, and at the full rate LeNet-5 collapsed to a constant output."""
-    if getattr(cfg, "joint_cls_batch", "translator") == "classifier":
+    if cfg.joint_cls_batch == "classifier":
         return cfg.lr  # batch_size real images per update, as the other strategies: their rate
     groups = 4 if JOINT_MODES[strategy][0] == "cyclegan-cls" else 2
     return cfg.lr * min(1.0, groups * cfg.joint_batch_size / cfg.batch_size)
@@ -164,7 +164,7 @@ def joint_recipe_options(
         f"options.cls_optim.weight_decay={cfg.weight_decay}", f"optim.batch_size={cfg.joint_batch_size}",
         f"precision={cfg.precision}", f"seed={seed}", f"device={device}",
     ]  # fmt: skip
-    if getattr(cfg, "joint_cls_batch", "translator") == "classifier":  # the CycleGAN's is per domain: half each
+    if cfg.joint_cls_batch == "classifier":  # the CycleGAN's is per domain: half each
         per_update = max(1, cfg.batch_size // 2) if recipe == "cyclegan-cls" else cfg.batch_size
         options.append(f"options.cls_batch_size={per_update}")
     if mode == "aug":

@@ -84,13 +84,20 @@ class Method:
             self.precision.module(net.to(self.device))
         for net in self.ema.values():
             self.precision.module(net.to(self.device)).eval().requires_grad_(False)
-        self.compiled, self.compile_note = compile_decision(
-            getattr(cfg, "compile", "off"), self.compile_pays, self.compile_steps(), self.device,
-            f"{self.name}'s {', '.join(self.compiled_nets)}", self.compile_min_steps,
-        )  # fmt: skip
-        if self.compiled and self.ctx.run_dir is not None:  # training only: sampling stays eager
-            for name in self.compiled_nets:
+        self.compiled, self.compile_note = False, None
+        setting = getattr(cfg, "compile", "off")
+        if self.ctx.run_dir is not None and self.compiled_nets:  # training only: sampling stays eager
+            self.compiled, self.compile_note = compile_decision(
+                setting, self.compile_pays, self.compile_steps(), self.device,
+                f"{self.name}'s {', '.join(self.compiled_nets)}", self.compile_min_steps,
+            )  # fmt: skip
+            for name in self.compiled_nets if self.compiled else ():
                 self.nets[name].compile()  # in place: state_dict keys and checkpoints are unchanged
+        elif self.ctx.run_dir is not None and setting == "on":
+            self.compile_note = (
+                f"compile=on: {self.name} has no network torch.compile can take (a gradient penalty's double "
+                "backward, or not measured); training eagerly"
+            )
 
     # -- declared by recipes --------------------------------------------------------------------------------
     # Networks ``torch.compile`` may wrap (``compile=on``; no double backward may run through them, which
