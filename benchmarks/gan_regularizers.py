@@ -176,7 +176,9 @@ def main() -> int:
     doc.update(command="python benchmarks/gan_regularizers.py " + " ".join(sys.argv[1:]), machine=machine_info(),
                date=datetime.date.today().isoformat())  # fmt: skip
     done = {(r["recipe"], r["setting"]) for r in doc["rows"]}
-    todo = [(r, s) for r in recipes for s in GRID[r] if (r, s) not in done]
+    # setting-major order: every recipe's unregularised run comes first, so a cut-short grid is still comparable
+    todo = sorted(((r, s) for r in recipes for s in GRID[r] if (r, s) not in done),
+                  key=lambda rs: (GRID[rs[0]].index(rs[1]), recipes.index(rs[0])))  # fmt: skip
 
     lock = threading.Lock()
 

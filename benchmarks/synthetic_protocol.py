@@ -58,6 +58,9 @@ def tag(cfg: ClassifyConfig) -> str:
     return f"filter-{f}_w{cfg.synthetic_weight:g}_ft-{cfg.finetune}_{cfg.synthetic.replace(':', '')}"
 
 
+REFERENCES: dict = {}  # the reference classifier of each seed, trained once for every configuration
+
+
 def one(data, label: str, gen, cfg: ClassifyConfig, seeds: int, work: Path) -> dict:
     """One configuration's report (trained now or read back); the mean validation ACSA beside its summary."""
     stem = f"{label}_{tag(cfg)}"
@@ -72,7 +75,7 @@ def one(data, label: str, gen, cfg: ClassifyConfig, seeds: int, work: Path) -> d
         try:
             run_bench(data, [], range(seeds), cfg, work, generators={f"gan:{label}": gen}, gan_strategies=("gan+la",),
                       header={"command": "benchmarks/synthetic_protocol.py"}, stem=stem,
-                      log=lambda s: print(s, flush=True))  # fmt: skip
+                      log=lambda s: print(s, flush=True), references=REFERENCES)  # fmt: skip
         except TailganError as e:  # the guard refused the images: a result of the protocol, recorded as such
             atomic_write_text(refused, str(e))
             return {**row, "refused": str(e)}

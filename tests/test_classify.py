@@ -4,6 +4,7 @@ import argparse
 import json
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -400,6 +401,12 @@ def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
         run_bench(digits, ["ts"], [0, 1], cfg, tmp_path, previous=doc, log=lambda s: None)
     with pytest.raises(TailganError, match="config differs"):
         run_bench(digits, ["ts"], [0], ClassifyConfig(steps=2), tmp_path, previous=doc, log=lambda s: None)
+    # a setting only the joint strategies read differs: no difference while neither table has one
+    joint = replace(cfg, joint_cls_batch="translator")
+    run_bench(digits, ["ts"], [0], joint, tmp_path, previous=doc, log=lambda s: None)
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    with pytest.raises(TailganError, match="config differs"):
+        run_bench(digits, ["cyclegan-aug"], [0], cfg, tmp_path, previous=doc, log=lambda s: None)
 
 
 def test_an_earlier_report_accepts_new_settings_only_at_their_defaults():

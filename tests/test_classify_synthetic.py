@@ -143,6 +143,23 @@ def test_gan_filter_in_training_with_a_fixed_reference(digits):
     assert any("acceptance per class" in line and "0.00" in line for line in logs)
 
 
+def test_reference_classifier_is_trained_once_for_configurations_that_share_it(digits):
+    """``references`` keeps each seed's reference: a second run that differs only in the synthetic protocol
+    reuses it (no second training) and scores exactly as a run that trains its own."""
+    refs, logs = {}, []
+    kw = dict(steps=2, batch_size=32, evals=1, generator=FakeGenerator(), guard_refuse=None, guard_warn=0.0)
+    train_and_score(digits, "gan", filter=0.5, references=refs, log=logs.append, **kw)
+    assert len(refs) == 1 and sum("training the reference" in m for m in logs) == 1
+    cached = train_and_score(digits, "gan", synthetic_weight=0.5, references=refs, log=logs.append, **kw)
+    assert len(refs) == 1 and sum("training the reference" in m for m in logs) == 1
+    fresh = train_and_score(digits, "gan", synthetic_weight=0.5, log=lambda m: None, **kw)
+    assert cached["recognition_rate"] == fresh["recognition_rate"] and cached["acsa"] == fresh["acsa"]
+    # another seed (or any classifier setting) is another reference
+    train_and_score(digits, "gan", seed=1, references=refs, log=logs.append, **kw)
+    train_and_score(digits, "gan", references=refs, log=logs.append, **{**kw, "steps": 3})
+    assert len(refs) == 3
+
+
 # --- the guard -----------------------------------------------------------------------------------------------
 
 

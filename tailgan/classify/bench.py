@@ -77,10 +77,11 @@ def classify_seeds(
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
     save_models: str | Path | None = None,
+    references: dict | None = None,
 ) -> dict:
     """Run ``train_and_score`` for each seed; returns {"strategy", "runs", "summary"}. ``save_models``: a
     folder to keep each seed's selected classifier in (``seed<N>/classifier.pt``, what ``tailgan explain``
-    reads)."""
+    reads). ``references``: see :func:`train_and_score` (reference classifiers kept across calls)."""
     runs = []
     for seed in seeds:
         keep = None
@@ -94,7 +95,7 @@ def classify_seeds(
 
         r = train_and_score(
             data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device, log=log,
-            keep_model=keep,
+            keep_model=keep, references=references,
         )  # fmt: skip
         log(
             f"{strategy:>14s} seed {seed}: ACSA {r['acsa']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
@@ -243,9 +244,26 @@ def config_differences(old: dict | None, config: ClassifyConfig) -> list[str]:
     return sorted(k for k in keys if old.get(k, before.get(k)) != new.get(k, default.get(k)))
 
 
-def _check_previous(previous: dict, seeds: list[int], config: ClassifyConfig, data: LongTailedData) -> None:
-    """An earlier report can only be extended by runs with the same seeds, settings and data."""
+# settings only the joint strategies (cyclegan-*, stargan-*) read: no difference between tables without them
+JOINT_FIELDS = frozenset({"joint_gan_steps", "joint_batch_size", "joint_cls_batch", "joint_options", "joint_grid_dir"})
+
+
+def _is_joint(name: str) -> bool:
+    try:
+        return parse_strategy(name).joint is not None
+    except TailganError:  # a generator row's label ("gan:ecogan+la"): not a joint strategy
+        return False
+
+
+def _check_previous(
+    previous: dict, seeds: list[int], config: ClassifyConfig, data: LongTailedData, strategies: Sequence[str] = ()
+) -> None:
+    """An earlier report can only be extended by runs with the same seeds, settings and data (settings that
+    none of the report's or the new ``strategies`` read do not count)."""
     diff = config_differences(previous.get("config"), config)
+    names = [*strategies, *(run["strategy"] for r in previous.get("results", []) for run in r.get("runs", [])[:1])]
+    if not any(_is_joint(n) for n in names):
+        diff = [k for k in diff if k not in JOINT_FIELDS]
     checks = {
         "seeds": (previous.get("seeds"), seeds),
         "config": ({k: (previous.get("config") or {}).get(k) for k in diff},
@@ -276,6 +294,7 @@ def run_bench(
     stem: str = "bench",
     previous: dict | None = None,
     log: Callable[[str], None] = print,
+    references: dict | None = None,
 ) -> list[dict]:
     """Every strategy x seed; the report is rewritten after each strategy, so a long run shows progress.
 
@@ -283,8 +302,11 @@ def run_bench(
     ``gan_strategies`` entry (``gan`` under the label itself, ``gan+la`` as "LABEL+la", ...), marked
     ``"generative": True``. ``previous`` is an earlier report (its JSON) made
     with the same seeds, settings and data: its rows are kept unless re-run here, so generator rows
-    can be added to a table of classical strategies without training those again.
+    can be added to a table of classical strategies without training those again. The reference classifiers
+    of the generative rows (one per seed) are trained once and shared by every row, kept in ``references``
+    when given (a dict, so several calls on the same data share them too).
     """
+    references = {} if references is None else references
     seeds = list(seeds)
     header = {"seeds": seeds, "config": asdict(config), "machine": machine_info(), **(header or {})}
     jobs = [(s, s, None) for s in strategies] + [
@@ -295,7 +317,7 @@ def run_bench(
     results: list[dict] = []
     wall = 0
     if previous is not None:
-        _check_previous(previous, seeds, config, data)
+        _check_previous(previous, seeds, config, data, [strategy for _, strategy, _ in jobs])
         rerun = {label for label, _, _ in jobs}
         results = [r for r in previous["results"] if r["strategy"] not in rerun]
         wall = previous.get("wall_seconds", 0)
@@ -304,8 +326,9 @@ def run_bench(
     t0 = time.perf_counter()
     for label, strategy, gen in jobs:
         r = classify_seeds(
-            data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log
-        )
+            data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log,
+            references=references,
+        )  # fmt: skip
         r["strategy"] = label
         parsed = parse_strategy(strategy)
         r["generative"] = parsed.synthetic is not None or parsed.joint is not None

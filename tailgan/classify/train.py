@@ -17,6 +17,7 @@ Protocol (the honest one):
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 import warnings
@@ -582,6 +583,17 @@ def _prediction_rule(
     return n / n.sum(), ((1.0,) if strategy.adjust == "ts" else tuple(cfg.tau_grid))
 
 
+# the synthetic-data protocol's fields: the reference classifier (trained on real images only) ignores them
+SYNTHETIC_FIELDS = ("synthetic", "synthetic_classes", "synthetic_weight", "filter", "filter_rounds", "guard",
+                    "guard_warn", "guard_refuse", "finetune", "finetune_fraction", "finetune_lr")  # fmt: skip
+
+
+def _reference_key(cfg: ClassifyConfig, real: ImageSet, split: dict, steps: int, seed: int, device: Any) -> str:
+    """What a reference classifier depends on (one ``references`` dict serves one dataset)."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in SYNTHETIC_FIELDS}
+    return json.dumps([fields, real.counts(), split, steps, seed, str(device)], sort_keys=True, default=str)
+
+
 def train_reference(
     real: ImageSet, valid: ImageSet, cfg: ClassifyConfig, steps: int, seed: int, device: str | torch.device = "cpu"
 ) -> nn.Module:
@@ -606,6 +618,7 @@ def train_and_score(
     generator: Any = None,
     synthetic_dir: str | Path | None = None,
     reference: nn.Module | None = None,
+    references: dict | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
     keep_model: Callable[[nn.Module], None] | None = None,
@@ -616,7 +629,9 @@ def train_and_score(
     ``generator`` is a loaded tailgan generator (``load_generator``) for the ``gan`` strategies;
     ``synthetic_dir`` a folder of synthetic images for ``folder``. With synthetic images and the guard
     or the filter on, a reference classifier is trained on the real training part (or ``reference`` is
-    used: a classifier of float images returning logits). Keyword ``overrides`` change fields of
+    used: a classifier of float images returning logits). ``references`` is a dict that keeps the reference
+    classifiers trained here, keyed by everything they depend on, so runs that differ only in the synthetic
+    protocol (filter, weight, amount, fine-tuning) train each one once. Keyword ``overrides`` change fields of
     ``config`` (e.g. ``epochs=5``). Returns a JSON-ready dict with the test metrics (``acsa``,
     ``macro_f1``, ``accuracy``, ``auc_ovr_macro``, per-class ``recall_per_class``/``f1_per_class``,
     ``confusion_matrix``, ``tail_recall``) and the run record (counts, steps, selected step, timings).
@@ -668,8 +683,13 @@ def train_and_score(
         priors = None
     else:
         if strat.synthetic and reference is None and (cfg.guard or cfg.filter is not None):
-            log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
-            reference = train_reference(real, valid, cfg, steps, seed, device)
+            key = _reference_key(cfg, real, split, steps, seed, device)
+            reference = (references or {}).get(key)
+            if reference is None:
+                log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
+                reference = train_reference(real, valid, cfg, steps, seed, device)
+                if references is not None:
+                    references[key] = reference
         images, labels, synthetic, info = build_training_set(
             real, strat, cfg, seed, generator, synthetic_dir, reference=reference, log=log
         )
