@@ -10,9 +10,10 @@ Strategies ("all"): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, cbl-sigmo
 ldam-drw, la, la-posthoc (tau chosen on the validation split), balanced-softmax, ce-drw.
 
 ``--generator LABEL=RUN`` (repeatable) adds a ``gan`` row per trained tailgan run (ECOGAN, BAGAN-GP,
-...): each class is filled up to 6,000 with generated images (``--gan-strategies gan,gan+la,...`` adds
-one row per combination; ``--filter``, ``--synthetic-weight``, ``--finetune`` set the synthetic-data
-protocol). Without it the ``gan`` rows are skipped and the report says so.
+...): by default each class is filled up to the largest with generated images (``--gan-strategies
+gan,gan+la,...`` adds one row per combination; ``--synthetic``, ``--filter``, ``--synthetic-weight``,
+``--finetune`` set the synthetic-data protocol, e.g. the one ``synthetic_protocol.py`` chose on validation).
+Without it the ``gan`` rows are skipped and the report says so.
 
     python benchmarks/classify_fmnist_lt.py                    # classical strategies, ~55 min on 1 core
     python benchmarks/classify_fmnist_lt.py --strategies none --generator ecogan=runs/ecogan_fmnist
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gan-strategies", default="gan", help="rows per generator: a comma list of gan, gan+la, gan+cbl, ..."
     )
     p.add_argument("--filter", type=float, help="gan rows: keep images the real-data classifier gives p >= T")
+    p.add_argument("--synthetic", default="fill", help="gan rows: how many (fill, ratio:R, target:N, add:N)")
     p.add_argument("--synthetic-weight", type=float, default=1.0, help="gan rows: weight of synthetic images")
     p.add_argument("--finetune", default="none", choices=("none", "all", "head"), help="gan rows: two-stage")
     p.add_argument("--seeds", type=int, default=3)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         arch="lenet5",
         epochs=args.epochs,
         filter=args.filter,
+        synthetic=args.synthetic,
         synthetic_weight=args.synthetic_weight,
         finetune=args.finetune,
     )
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     notes += [n for n in (previous or {}).get("notes", []) if any(n.startswith(f"{g}: ") for g in kept_gan)]
     notes += [
         f"{label}: generator of run {item.partition('=')[2] or item} (checkpoint {args.checkpoint}), "
-        f"every class filled up to the largest (--synthetic fill), rows {', '.join(gan_strategies)}, "
+        f"--synthetic {args.synthetic}, rows {', '.join(gan_strategies)}, "
         f"filter {args.filter}, synthetic weight {args.synthetic_weight}, fine-tuning {args.finetune}; the guard "
         "(recognition by a classifier trained on the real training part) is on"
         for label, item in zip(generators, args.generator)

@@ -140,15 +140,17 @@ def plot(doc: dict, path: Path) -> None:
             ax.errorbar(xs, [r[key]["mean"] for r in rows], [r[key]["std"] for r in rows], marker="o", color=f"C{i}",
                         capsize=3, label=label)  # fmt: skip
     for ax, key, title in zip(axes, ("acsa", "tail_recall"), ("test ACSA", "tail-3 recall")):
-        ref = doc.get("classical_summary", {}).get(key)
-        if ref:
-            ax.axhline(ref["mean"], color="gray", ls="--", label=f"best classical ({doc['classical']})")
+        lines = (("best classical: " + doc.get("classical_name", "?"), doc.get("classical_summary"), "--"),
+                 ("la, no synthetic images", doc.get("la_summary"), ":"))  # fmt: skip
+        for name, summary, ls in lines:
+            if summary and summary.get(key):
+                ax.axhline(summary[key]["mean"], color="gray", ls=ls, label=name)
         if ax.has_data():
             ax.set_xscale("log")
         ax.set_xlabel("synthetic images added per class")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -181,7 +183,9 @@ def main() -> int:
            "generators": generators,
            "classical": f"{best['strategy']} {fmt(best['summary']['acsa'])} ACSA, tail-3 recall "
                         f"{fmt(best['summary']['tail_recall'])}",
-           "classical_summary": best["summary"], "ablation": [], "sweep": []}  # fmt: skip
+           "classical_summary": best["summary"], "classical_name": best["strategy"],
+           "la_summary": next((r["summary"] for r in classical["results"] if r["strategy"] == "la"), None),
+           "ablation": [], "sweep": []}  # fmt: skip
     for label, run in generators.items():
         gen = load_generator(run, device="cpu")
         for f, w, ft in itertools.product(FILTERS, WEIGHTS, FINETUNE):

@@ -384,16 +384,18 @@ def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
     cfg = ClassifyConfig(steps=1, batch_size=32, evals=1, guard=False)
     first = run_bench(digits, ["vanilla", "cs"], [0], cfg, tmp_path, log=lambda s: None)
     previous = json.loads((tmp_path / "bench.json").read_text())
-    run_bench(
-        digits,
-        [],
-        [0],
-        cfg,
-        tmp_path,
-        generators={"gan:fake": FakeGenerator()},
-        previous=previous,
-        log=lambda s: None,
-    )
+
+    def add_gan(config, label="gan:fake", onto=previous):
+        run_bench(digits, [], [0], config, tmp_path, generators={label: FakeGenerator()}, previous=onto,
+                  log=lambda s: None)  # fmt: skip
+        return json.loads((tmp_path / "bench.json").read_text())
+
+    # generator rows with their own synthetic-data protocol join a table of real-data rows
+    doc = add_gan(replace(cfg, synthetic_weight=0.5, filter=0.5))
+    assert doc["results"][-1]["runs"][0]["config"]["synthetic_weight"] == 0.5
+    with pytest.raises(TailganError, match="config differs"):  # but not beside generator rows of another one
+        add_gan(cfg, "gan:other", onto=doc)
+    add_gan(cfg)
     doc = json.loads((tmp_path / "bench.json").read_text())
     assert [r["strategy"] for r in doc["results"]] == ["vanilla", "cs", "gan:fake"]
     assert doc["results"][0]["summary"] == json.loads(json.dumps(first[0]["summary"]))

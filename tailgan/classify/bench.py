@@ -19,7 +19,7 @@ import torch
 
 from tailgan.classify.metrics import plot_confusion_matrix, plot_recall_bars
 from tailgan.classify.strategies import parse_strategy
-from tailgan.classify.train import BEFORE_FIELD, ClassifyConfig, train_and_score
+from tailgan.classify.train import BEFORE_FIELD, SYNTHETIC_FIELDS, ClassifyConfig, train_and_score
 from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, atomic_write_text
@@ -248,6 +248,10 @@ def config_differences(old: dict | None, config: ClassifyConfig) -> list[str]:
 JOINT_FIELDS = frozenset({"joint_gan_steps", "joint_batch_size", "joint_cls_batch", "joint_options", "joint_grid_dir"})
 
 
+def _is_synthetic(name: str) -> bool:
+    return parse_strategy(name).synthetic is not None
+
+
 def _is_joint(name: str) -> bool:
     try:
         return parse_strategy(name).joint is not None
@@ -264,6 +268,11 @@ def _check_previous(
     names = [*strategies, *(run["strategy"] for r in previous.get("results", []) for run in r.get("runs", [])[:1])]
     if not any(_is_joint(n) for n in names):
         diff = [k for k in diff if k not in JOINT_FIELDS]
+    old_generative = any(r.get("generative") for r in previous.get("results", []))
+    if not (old_generative and any(_is_synthetic(s) for s in strategies)):
+        # the synthetic-data protocol concerns generative rows only: generator rows with their own protocol
+        # (recorded in each run's config) can join a table of real-data rows, or real-data rows a table of them
+        diff = [k for k in diff if k not in SYNTHETIC_FIELDS]
     checks = {
         "seeds": (previous.get("seeds"), seeds),
         "config": ({k: (previous.get("config") or {}).get(k) for k in diff},
@@ -321,7 +330,8 @@ def run_bench(
         rerun = {label for label, _, _ in jobs}
         results = [r for r in previous["results"] if r["strategy"] not in rerun]
         wall = previous.get("wall_seconds", 0)
-        header["merged_with"] = previous.get("command", "an earlier run")
+        earlier = previous.get("command", "an earlier run")
+        header["merged_with"] = earlier + (f"; {previous['merged_with']}" if previous.get("merged_with") else "")
     n_total = len(results) + len(jobs)
     t0 = time.perf_counter()
     for label, strategy, gen in jobs:
