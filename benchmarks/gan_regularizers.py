@@ -70,13 +70,18 @@ def tailgan(*args: str, threads: int) -> None:
 
 
 def last_step(run: Path) -> int:
+    return max((r.get("step", 0) for r in gan_records(run)), default=0)
+
+
+def gan_records(run: Path) -> list[dict]:
+    """The run log's records of the adversarial phase (BAGAN-GP's autoencoder pre-training logs its own steps
+    and rate); none for a run without a log yet."""
     try:
         lines = (run / "log.jsonl").read_text().splitlines()
     except OSError:
-        return 0
-    records = [json.loads(x) for x in lines if '"event"' not in x]
-    # the adversarial phase's steps (BAGAN-GP's autoencoder pre-training counts its own)
-    return max((r.get("step", 0) for r in records if r.get("phase", "gan") == "gan"), default=0)
+        return []
+    records = (json.loads(x) for x in lines if '"event"' not in x)
+    return [r for r in records if r.get("phase", "gan") == "gan"]
 
 
 def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
@@ -110,9 +115,8 @@ def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
 
 
 def median_gan_rate(run: Path) -> float | None:
-    """Median G steps/s of the adversarial phase (BAGAN-GP's autoencoder pre-training logs its own rate)."""
-    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
-    rates = sorted(r["steps_per_s"] for r in log if "steps_per_s" in r and r.get("phase", "gan") == "gan")
+    """Median G steps/s of the adversarial phase."""
+    rates = sorted(r["steps_per_s"] for r in gan_records(run) if "steps_per_s" in r)
     return rates[len(rates) // 2] if rates else None
 
 
@@ -183,8 +187,7 @@ def main() -> int:
         p.error(f"{path} holds {doc['steps']} steps on {doc['data']} (seed {doc['seed']}); pass another --out")
     doc = doc or {"steps": args.steps, "data": args.data, "seed": args.seed, "rows": []}
     for row in doc["rows"]:  # rows written before the rate excluded pre-training
-        if (Path(args.work) / row["run"] / "log.jsonl").is_file():
-            row["steps_per_s_median"] = median_gan_rate(Path(args.work) / row["run"])
+        row["steps_per_s_median"] = median_gan_rate(Path(args.work) / row["run"]) or row["steps_per_s_median"]
     doc.update(command="python benchmarks/gan_regularizers.py " + " ".join(sys.argv[1:]), machine=machine_info(),
                date=datetime.date.today().isoformat())  # fmt: skip
     done = {(r["recipe"], r["setting"]) for r in doc["rows"]}
