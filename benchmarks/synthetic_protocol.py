@@ -14,7 +14,8 @@ every class filled up to the largest (``--synthetic fill``), LeNet-5, the budget
 ``classify_fmnist_lt.py`` (30 epochs, 3 seeds). Then the **amount sweep**: the configuration with the best
 *validation* ACSA (never the test set) with ``--synthetic add:N`` images per class for each N of
 ``--amounts`` (and ``fill``), plotted as test ACSA and tail-3 recall against N, with the real-only ``la``
-row (N = 0) and the best classical row of ``classify_fmnist_lt_v2.json`` beside.
+row (N = 0) and the best classical row of ``classify_fmnist_lt_v2.json`` beside (``--sweep LABEL,...``: only
+for these generators). Generators trained with and without a regulariser make it a factor of the ablation.
 
 Resumable: each configuration is a ``run_bench`` report under ``--work``; finished ones are skipped.
 
@@ -162,6 +163,8 @@ def main() -> int:
     p.add_argument("--generator", action="append", required=True, metavar="LABEL=RUN")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--amounts", default="100,300,1000,3000", help="images added per class in the sweep")
+    p.add_argument("--sweep", default="", metavar="LABEL,...",
+                   help="generators that get the amount sweep (default: all; 'none': ablation only)")  # fmt: skip
     p.add_argument("--epochs", type=float, default=30.0, help="classifier budget (30: classify_fmnist_lt.py's)")
     p.add_argument("--guard-refuse", default="0.15", help="the guard's refusal threshold ('none': never refuse)")
     p.add_argument("--threads", type=int, default=1)
@@ -176,6 +179,9 @@ def main() -> int:
     if bad := [g for g in args.generator if "=" not in g]:
         p.error(f"--generator {bad[0]!r}: give LABEL=RUN, e.g. --generator ecogan=runs/gan_regularizers/...")
     generators = dict(item.split("=", 1) for item in args.generator)
+    swept = set(generators) if not args.sweep else set() if args.sweep == "none" else set(args.sweep.split(","))
+    if unknown := swept - set(generators):
+        p.error(f"--sweep {sorted(unknown)[0]!r} is not a --generator label; give one of {', '.join(generators)}")
     classical = json.loads((REPO / "benchmarks" / "results" / "classify_fmnist_lt_v2.json").read_text())
     best = max((r for r in classical["results"] if not r.get("generative")), key=lambda r: r["summary"]["acsa"]["mean"])
     doc = {"command": "python benchmarks/synthetic_protocol.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
@@ -194,7 +200,7 @@ def main() -> int:
             atomic_write_json(out / f"{STEM}.json", doc)
             atomic_write_text(out / f"{STEM}.md", render(doc))
         mine = [r for r in doc["ablation"] if r["label"] == label and "refused" not in r]
-        if not mine:
+        if not mine or label not in swept:
             continue
         top = max(mine, key=lambda r: r["valid_acsa"]["mean"])  # chosen on validation, never on test
         for amount in [f"add:{n}" for n in args.amounts.split(",") if n] + ["fill"]:

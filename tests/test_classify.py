@@ -393,6 +393,13 @@ def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
     # generator rows with their own synthetic-data protocol join a table of real-data rows
     doc = add_gan(replace(cfg, synthetic_weight=0.5, filter=0.5))
     assert doc["results"][-1]["runs"][0]["config"]["synthetic_weight"] == 0.5
+    # the report's header gives the generator rows' protocol, not the last run's config, as theirs
+    md = (tmp_path / "bench.md").read_text().splitlines()
+    (config_line,) = [line for line in md if line.startswith("- config: ")]
+    assert "arch=" in config_line and "synthetic_weight" not in config_line and "filter=" not in config_line
+    (protocol,) = [line for line in md if line.startswith("- synthetic-data protocol")]
+    assert protocol.startswith("- synthetic-data protocol of gan:fake: synthetic=fill, ")
+    assert "synthetic_weight=0.5, filter=0.5, " in protocol
     with pytest.raises(TailganError, match="config differs"):  # but not beside generator rows of another one
         add_gan(cfg, "gan:other", onto=doc)
     add_gan(cfg)

@@ -186,6 +186,18 @@ def winners(results: list[dict], classes: Sequence[str], tail: Sequence[int]) ->
     return text
 
 
+def protocol_lines(results: list[dict]) -> list[str]:
+    """One line per synthetic-data protocol of the generative rows (read from their runs' configs): a merged
+    table's rows may have been trained under different protocols, and classical rows read none of it."""
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        config = (r.get("runs") or [{}])[0].get("config")
+        if r.get("generative") and config:
+            key = ", ".join(f"{k}={config[k]}" for k in SYNTHETIC_FIELDS if k in config)
+            groups.setdefault(key, []).append(r["strategy"])
+    return [f"- synthetic-data protocol of {', '.join(names)}: {key}" for key, names in groups.items()]
+
+
 def write_bench_report(
     results: list[dict],
     data: LongTailedData,
@@ -209,7 +221,10 @@ def write_bench_report(
     md += [f"- {k}: {v}" for k, v in header.items() if not isinstance(v, dict)]
     for k, v in header.items():
         if isinstance(v, dict):
+            if k == "config":  # the protocol is the generative rows' own: listed below, row by row
+                v = {a: b for a, b in v.items() if a not in SYNTHETIC_FIELDS}
             md.append(f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
+    md += protocol_lines(results)
     md += [f"- training counts: {data.train.counts()}; test counts: {data.test.counts()}"]
     md += ["", markdown_table(results), "", sentence, ""]
     md += [f"- {n}" for n in notes]
