@@ -46,7 +46,8 @@ PRESETS = {
     },
 }
 # for augmentation: ecogan-dcgan plus the regularisers that measured best on FMNIST-LT's long-tailed training
-# images at 3,000 G steps (benchmarks/results/gan_regularizers.md: DiffAugment + LeCam 0.3)
+# images at 3,000 G steps (benchmarks/results/gan_regularizers.md: DiffAugment + LeCam 0.3); a classifier
+# trained on its images was not better than on ecogan-dcgan's (synthetic_protocol.md), which the README says
 PRESETS["ecogan-dcgan-aug"] = {
     **PRESETS["ecogan-dcgan"],
     "loss": {**PRESETS["ecogan-dcgan"]["loss"], "diffaug": "color,translation,cutout", "lecam_weight": 0.3},
