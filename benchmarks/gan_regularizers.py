@@ -139,7 +139,7 @@ def render(doc: dict) -> str:
     lines = [
         f"# Limited-data GAN regularisers: {doc['steps']} G steps on {doc['data']}",
         "",
-        f"- command: `{doc['command']}`",
+        *(f"- command: `{c}`" for c in dict.fromkeys(r.get("command", doc["command"]) for r in doc["rows"])),
         f"- date: {doc['date']}; machine: {m['cpu']}, one torch thread per run, torch {m['torch']}",
         "- settings: DiffAugment `color,translation,cutout`, LeCam weight 0.3 (decay 0.99), gSR weight 0.5; "
         "fast mode, batch 64; 10 % validation split held out; seed " + str(doc["seed"]),
@@ -158,6 +158,8 @@ def render(doc: dict) -> str:
                 lines.append(f"| {r['setting']} | {ref} | {f['fid']:.2f} | {f['kid']:.4f} | {f['labelacc']:.3f} | "
                              f"{f['rare_fid']:.2f} | {f['rare_labelacc']:.3f} | "
                              f"{r['steps_per_s_median']:.3f} |")  # fmt: skip
+        if missing := [s for s in GRID[recipe] if s not in {r["setting"] for r in rows}]:
+            lines += ["", f"Not measured: {', '.join(missing)}."]
         best = best_setting(doc["rows"], recipe)
         lines += ["", f"Best on train-lt (mean rank over the five figures): **{best}**" if best else "", ""]
     return "\n".join(lines) + "\n"
@@ -204,6 +206,7 @@ def main() -> int:
 
     def one(job: tuple[str, str]) -> None:
         row = train_and_eval(*job, args)
+        row["command"] = doc["command"]
         with lock:  # the two pool threads take turns at the shared table and its files
             _record(row)
 
