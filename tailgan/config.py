@@ -129,6 +129,21 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def missing_key(cls: type, data: dict[str, Any], prefix: str = "") -> str | None:
+    """The first field of dataclass ``cls`` (nested sections included) that ``data`` lacks, as ``a.b``; None
+    when complete. A saved config must be complete: a missing key is never filled with a default."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            return prefix + f.name
+        sub = hints.get(f.name)
+        if dataclasses.is_dataclass(sub) and isinstance(data[f.name], dict):
+            inner = missing_key(sub, data[f.name], f"{prefix}{f.name}.")
+            if inner:
+                return inner
+    return None
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain, YAML-safe dict of a dataclass (tuples become lists)."""
 
@@ -201,8 +216,14 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise TailganError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise TailganError(f"config file {path} is not a text file (it holds binary data); restore it or give "
+                           "a YAML file") from None  # fmt: skip
     except yaml.YAMLError as e:
-        raise TailganError(f"config file {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+        raise TailganError(f"config file {path} is not valid YAML{where}: {problem}; fix or restore it") from None
     if not isinstance(data, dict):
         raise TailganError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
     return data

@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from tailgan.classify.bench import run_bench
-from tailgan.classify.train import ClassifyConfig
+from tailgan.classify.runconfig import ClassifyRunConfig
 from tailgan.data import load_data
 from tailgan.data.cli import plot_counts
 from tailgan.engine import load_generator
@@ -29,6 +29,7 @@ from tailgan.metrics import evaluate
 from tailgan.metrics.cli import write_eval
 from tailgan.metrics.evaluate import format_table
 from tailgan.metrics.evaluator import get_evaluator
+from tailgan.outputs import claim_output
 from tailgan.report.build import build_report
 from tailgan.train import make_config, train
 
@@ -36,22 +37,9 @@ CLASSICAL = ("vanilla", "ts", "la")  # real images only; the best of ts / la is 
 GENERATIVE = "gan+la"  # logit adjustment with the generated images
 CLASSIFIER_SEEDS = 3
 LABELACC_BAR = 0.8  # issue 12's bar for images worth mixing in
-MARKER = ".tailgan-demo"
-
-
-def prepare_out(out: Path) -> None:
-    """Create ``out``; a previous demo folder is replaced, anything else is left alone."""
-    if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            raise TailganError(f"{out} exists and is not a tailgan demo folder; choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).write_text("written by tailgan demo; replaced by the next demo run\n")
-
-
 def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False, gan_overrides: tuple[str, ...] = ()) -> dict:
     t0 = time.perf_counter()
-    prepare_out(out)
+    claim = claim_output(out, "demo", overwrite=True)  # a previous demo folder is replaced, nothing else
     data = load_data("digits_lt")
     print(data.summary())
     plot_counts(data, out / "digits_lt_counts.png", log=True)
@@ -75,6 +63,7 @@ def run_demo(out: Path, steps: int, seed: int = 0, quick: bool = False, gan_over
     report = build_report([out], out / "report.html", title="tailgan demo: long-tailed digits", overwrite=True)
     summary["report"] = str(report)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    claim.finish()
     print(verdict(summary) + "\n")
     print(f"report: {report}")
     print(f"demo finished in {summary['seconds']} s; everything is in {out}")
@@ -100,18 +89,26 @@ def _classify(run: Path, out: Path, seed: int, quick: bool) -> dict:
     seed's figure moves by a few points): vanilla, the best classical strategy, and with generated images."""
     g = load_generator(run)
     data = load_data(g.data_config)
-    config = ClassifyConfig(epochs=2 if quick else 30, filter=0.5, guard_refuse=None if quick else 0.15)
     seeds = [seed] if quick else [seed + i for i in range(CLASSIFIER_SEEDS)]
+    # the run config of this table, so its report prints a `tailgan bench classify` command that reruns it
+    # (min_steps=1: the demo's budget is its epochs, as when its figures were measured)
+    config = ClassifyRunConfig(
+        command="bench classify", strategy=",".join([*CLASSICAL, GENERATIVE]), seeds=len(seeds), first_seed=seed,
+        data=g.data_config, generator=[f"bagan-gp={run}"], epochs=2 if quick else 30, min_steps=1, filter=0.5,
+        guard_refuse=None if quick else 0.15,
+    )  # fmt: skip
     print(f"training LeNet-5 classifiers on digits_lt ({config.epochs:g} epochs each, {len(seeds)} seed(s)): "
           f"{', '.join(CLASSICAL)} on real images, then {GENERATIVE} with BAGAN-GP's images ...")  # fmt: skip
     try:
         with warnings.catch_warnings():  # the one config's --filter concerns the generated images only
             warnings.filterwarnings("ignore", message=".*is ignored by strategy.*")
             rows = run_bench(data, CLASSICAL, seeds, config, out, generators={"bagan-gp": g},
-                             gan_strategies=(GENERATIVE,), header={"command": "tailgan demo"})  # fmt: skip
+                             gan_strategies=(GENERATIVE,), header={"command": "tailgan demo"},
+                             run_config=config)  # fmt: skip
     except TailganError as e:  # the guard refused images a classifier trained on real data does not recognise
         print(f"the generated images were not used: {e}\n")
-        rows = run_bench(data, CLASSICAL, seeds, config, out, header={"command": "tailgan demo"})
+        config = replace(config, strategy=",".join(CLASSICAL), generator=[])
+        rows = run_bench(data, CLASSICAL, seeds, config, out, header={"command": "tailgan demo"}, run_config=config)
     acsa = {r["strategy"]: r["summary"]["acsa"] for r in rows}  # mean/std/n per row ("bagan-gp+la": generated)
     return {"acsa": acsa, "best_classical": max(("ts", "la"), key=lambda k: acsa[k]["mean"])}
 
@@ -155,12 +152,3 @@ def verdict(summary: dict) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo(Path(args.out), args.steps, args.seed, quick=args.quick)
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="long-tailed digits: data, BAGAN-GP, evaluation, classifiers, report (CPU minutes)")
-    p.add_argument("--out", default="tailgan-demo", help="output folder (a previous demo folder is replaced)")
-    p.add_argument("--steps", type=int, default=600, help="BAGAN-GP generator steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="tiny networks and few steps (a smoke test)")
-    p.set_defaults(func=cmd_demo)

@@ -13,11 +13,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tailgan.errors import TailganError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextmanager
@@ -56,6 +57,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1)
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """torch.save through a temp file + rename: a crash never leaves a truncated checkpoint, and a failed
     write (a full disk) leaves the previous file as it was."""
+    import torch  # here, not at the top: tailgan's start-up (``--help``) does not load torch
+
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -69,6 +72,8 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """Load a checkpoint as untrusted input: tensors and plain containers only (``weights_only=True``)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise TailganError(f"checkpoint {path} does not exist")

@@ -4,10 +4,15 @@
 
     from imblearn.pipeline import make_pipeline
     from sklearn.linear_model import LogisticRegression
-    from tailgan.samplers import GenerativeOverSampler
+    from sklearn.preprocessing import FunctionTransformer
+    from tailgan.samplers import GenerativeOverSampler, flatten_images
 
-    pipe = make_pipeline(GenerativeOverSampler(method="bagan-gp", steps=300, random_state=0), LogisticRegression())
+    sampler = GenerativeOverSampler(method="bagan-gp", steps=300, random_state=0)
+    pipe = make_pipeline(sampler, FunctionTransformer(flatten_images), LogisticRegression())
     cross_val_score(pipe, X, y)  # X: (n, H, W), (n, H, W, C), (n, C, H, W) or flattened (n, H*W*C)
+
+The sampler returns images in X's layout and a pipeline applies it only in ``fit``; the ``flatten_images`` step
+gives an estimator that needs flat rows (n, H*W*C) in ``fit`` and ``predict`` alike.
 
 Each ``fit_resample(X, y)`` trains the chosen recipe on (X, y) in a temporary run folder (or samples a
 pre-trained run, ``run=``), then returns the real rows followed by generated rows for the classes
@@ -50,6 +55,14 @@ from tailgan.version import __version__
 SAMPLER_FILE = "sampler.json"  # written into save_run folders: the value range and classes of the fit
 LAYOUTS = ("auto", "channels_last", "channels_first")
 _MAX_FILTER_ROUNDS = 20
+
+
+def flatten_images(X) -> np.ndarray:
+    """Images (n, ...) as flat rows (n, H*W*C): the step after a :class:`GenerativeOverSampler` in a pipeline
+    whose estimator needs 2-D input, ``FunctionTransformer(flatten_images)`` (it runs in ``fit`` and ``predict``,
+    a sampler only in ``fit``). Flat X passes through unchanged."""
+    X = np.asarray(X)
+    return X.reshape(len(X), -1)
 
 
 @dataclass(frozen=True)
@@ -275,6 +288,10 @@ class GenerativeOverSampler(BaseOverSampler):
     filter_threshold : float, default=0.5
         The confidence a generated image needs to pass the filter.
 
+    verbose : int, default=0
+        0 prints nothing; 1 shows the training's progress (a bar per phase on a terminal, else a line at least
+        every 30 s) and its log lines.
+
     Attributes
     ----------
     sampling_strategy_ : dict
@@ -317,6 +334,7 @@ class GenerativeOverSampler(BaseOverSampler):
         "min_class_samples": [Interval(numbers.Integral, 1, None, closed="left")],
         "filter": [StrOptions({"confidence"}), None],
         "filter_threshold": [Interval(numbers.Real, 0, 1, closed="both")],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -337,6 +355,7 @@ class GenerativeOverSampler(BaseOverSampler):
         min_class_samples=2,
         filter=None,
         filter_threshold=0.5,
+        verbose=0,
     ):
         super().__init__(sampling_strategy=sampling_strategy)
         self.random_state = random_state
@@ -353,6 +372,7 @@ class GenerativeOverSampler(BaseOverSampler):
         self.min_class_samples = min_class_samples
         self.filter = filter
         self.filter_threshold = filter_threshold
+        self.verbose = verbose
 
     # -- imbalanced-learn hooks --------------------------------------------------------------------------------
     def _check_X_y(self, X, y):
@@ -469,7 +489,7 @@ class GenerativeOverSampler(BaseOverSampler):
             self.method, data="folder", root=str(data_dir), overrides=overrides, steps=self.steps, seed=seed
         )
         run_dir = Path(self.save_run) if self.save_run is not None else tmp / "run"
-        train(cfg, run_dir)
+        train(cfg, run_dir, console=bool(self.verbose))
         atomic_write_json(
             run_dir / SAMPLER_FILE,
             {

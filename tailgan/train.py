@@ -12,12 +12,15 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
+import sys
 from pathlib import Path
 
 import torch
 
 from tailgan.config import apply_overrides, from_dict, save_yaml, to_dict
 from tailgan.data import load_data, save_manifest
+from tailgan.data.dataset import data_changes, load_manifest
 from tailgan.data.splits import carve_validation
 from tailgan.engine import (
     Checkpoints,
@@ -41,13 +44,21 @@ from tailgan.engine import (
 )
 from tailgan.engine.config import resolve_options
 from tailgan.engine.distributed import abort_distributed, finish_distributed
-from tailgan.errors import TailganError
+from tailgan.engine.trainer import rebuild_tensorboard, stop_on_signals
+from tailgan.errors import Interrupted, TailganError
 from tailgan.io import atomic_write_json, atomic_write_text, load_checkpoint
 from tailgan.metrics import evaluate
-from tailgan.metrics.evaluate import higher_is_better
 from tailgan.metrics.evaluator import cache_root, get_evaluator
 from tailgan.nets.precision import resolve_precision
-from tailgan.outputs import FolderLock, check_output_dir, check_writable
+from tailgan.outputs import (
+    KINDS,
+    FolderLock,
+    check_output_dir,
+    check_writable,
+    read_marker,
+    write_marker,
+)
+from tailgan.scores import higher_is_better
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_method", "make_config", "load_run_config", "train"]
 
@@ -104,6 +115,16 @@ def has_checkpoint(out: Path) -> bool:
     )
 
 
+def check_run_folder(out: Path) -> str:
+    """``check_output_dir`` for a run folder: a tailgan output of another kind is refused, saying what it is.
+    (Whether a live process holds it is checked by taking its lock, on rank 0 only under torchrun.)"""
+    state = check_output_dir(out, is_run, "run folder")
+    kind = (read_marker(out) or {}).get("kind") if state == "ours" else "run"
+    if kind != "run":
+        raise TailganError(f"{out} is a {KINDS.get(kind, kind)}, not a training run; choose another --out")
+    return state
+
+
 def open_run_folder(out: Path, resume: bool) -> FolderLock:
     """Check ``out`` before any data is loaded, take its lock, and tidy what killed runs left behind.
 
@@ -111,11 +132,11 @@ def open_run_folder(out: Path, resume: bool) -> FolderLock:
     checkpoint (whose files are removed); never into a folder of somebody else's files or over a run with
     checkpoints. ``--resume`` needs a run. The lock is held until the process ends.
     """
-    state = check_output_dir(out, is_run, "run folder")
+    state = check_run_folder(out)
     if resume and not (out / "config.yaml").is_file():
         raise TailganError(f"{out} is not a tailgan run (no config.yaml); give the folder `tailgan train --out` wrote")
     check_writable(out, "run folder")
-    lock = FolderLock(out)
+    lock = FolderLock(out, "run folder")
     try:
         for folder in (out, out / "checkpoints", out / "samples", out / "eval"):  # temp files of killed writers
             for tmp in folder.glob(".*.tmp*") if folder.is_dir() else []:
@@ -133,6 +154,7 @@ def open_run_folder(out: Path, resume: bool) -> FolderLock:
                 f"{out} has no checkpoint yet (the run stopped before its first one); start it again with "
                 f"tailgan train --out {out} and the same settings"
             )
+        write_marker(out, "run")
     except BaseException:
         lock.release()
         raise
@@ -159,17 +181,20 @@ def trim_log(out: Path, phases: list[str], phase_index: int, step: int) -> None:
         atomic_write_text(path, "".join(f"{line}\n" for line in keep))
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: dict | None = None) -> dict:
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: dict | None = None,
+          allow_data_change: bool = False, console: bool = True) -> dict:  # fmt: skip
     """Train ``cfg`` into run folder ``out`` (or continue it); returns the last logged record.
 
     ``overrides``: the settings a resumed run changed (recorded in its log and config.yaml).
+    ``allow_data_change``: resume even though the dataset differs from the one the run started on.
+    ``console``: progress and log lines on the console (False: only the run folder's files).
     """
     out = Path(out)
     rank, world, device = init_distributed(cfg.device)
     is_main = rank == 0
     lock = open_run_folder(out, resume) if is_main else None
     try:
-        return _train(cfg, out, resume, overrides or {}, rank, world, device)
+        return _train(cfg, out, resume, overrides or {}, rank, world, device, allow_data_change, console)
     finally:
         if lock is not None:
             lock.release()
@@ -184,9 +209,32 @@ def hold_out_validation(data, cfg: TrainConfig):
     return dataclasses.replace(data, train=train_part, valid=valid_part), record
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int, world: int, device) -> dict:
+def check_same_data(out: Path, manifest: dict, allow_change: bool) -> None:
+    """A resumed run trains on the data it started on: per-class counts, pixels and fingerprint are compared
+    with the run's ``data_manifest.json``; a change is refused unless ``allow_change``."""
+    path = out / "data_manifest.json"
+    if not path.is_file():
+        if allow_change:
+            return
+        raise TailganError(f"{path} is missing, so the run's data cannot be checked; pass --allow-data-change to "
+                           "resume anyway")  # fmt: skip
+    changes = data_changes(load_manifest(path), manifest)
+    if changes and not allow_change:
+        raise TailganError(
+            f"the data of {out} changed since it was trained: {'; '.join(changes)}; restore it, or pass "
+            "--allow-data-change to continue the run on the data as it is now"
+        )
+    if changes:
+        print(f"warning: continuing {out} on changed data: {'; '.join(changes)}", file=sys.stderr)
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int, world: int, device,
+           allow_change: bool = False, console: bool = True) -> dict:  # fmt: skip
     is_main = rank == 0
-    data, split = hold_out_validation(load_data(cfg.data), cfg)
+    full = load_data(cfg.data)
+    if resume:
+        check_same_data(out, full.manifest, allow_change)
+    data, split = hold_out_validation(full, cfg)
     images = data.train.images
     shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
     precision, note = resolve_precision(cfg.precision, device)
@@ -211,13 +259,14 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int
         method.set_learning_rates({k: v for k, v in overrides.items() if k.startswith("optim.")})
         if is_main:
             trim_log(out, [p.name for p in trainer.phases], trainer.phase_index, trainer.phase_step)
+            rebuild_tensorboard(out)
     if is_main:
         save_yaml(cfg, out / "config.yaml")  # a resume records the settings it changed
-        if not resume:
+        if not resume or allow_change:  # a run continued on changed data records the data it now uses
             save_manifest(data.manifest, out / "data_manifest.json")
             if split is not None:
                 atomic_write_json(out / "valid_split.json", split)
-    log = RunLog(out, is_main, cfg.steps)
+    log = RunLog(out, is_main, cfg.steps, console=console)
     ctx.log = log.write
     last = LastRecord()
     trainer.callbacks += [log, last, Checkpoints(out, cfg.ckpt_every, cfg.keep_checkpoints)]
@@ -229,10 +278,27 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int
         **({"compile_note": method.compile_note} if method.compile_note else {}),
     })  # fmt: skip
     try:
-        trainer.run()
+        with stop_on_signals(trainer):
+            trainer.run()
+        if trainer.stop_signal is not None:
+            stop_after_signal(trainer, out, log)
     finally:
         log.close()
     return last.record
+
+
+def stop_after_signal(trainer: Trainer, out: Path, log: RunLog) -> None:
+    """A signal stopped ``trainer`` after a whole step: write ``last.pt`` there, say so, exit 128 + signal."""
+    name = signal.Signals(trainer.stop_signal).name
+    trainer.save(checkpoint_path(out, "last"))
+    where = f"step {trainer.phase_step} of {trainer.phase.name}" if trainer.phase else "the end"
+    log.write({"event": "stopped", "signal": name, "phase": trainer.phase.name if trainer.phase else "done",
+               "step": trainer.phase_step})  # fmt: skip
+    raise Interrupted(
+        f"stopped by {name} at {where}; checkpoint written to {checkpoint_path(out, 'last')}; continue with "
+        f"tailgan train --resume {out}",
+        trainer.stop_signal,
+    )
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -247,7 +313,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def resume_config(run: str | Path, steps: int | None, overrides: list[str]) -> tuple[TrainConfig, dict]:
     """The run's config with ``--steps`` and the overrides a resumed run may change; the others are refused."""
-    old = load_run_config(run)
+    old = load_run_config(run, complete=True)
     d = to_dict(old)
     if steps is not None:
         d["steps"] = steps
@@ -265,6 +331,11 @@ def resume_config(run: str | Path, steps: int | None, overrides: list[str]) -> t
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise TailganError(f"--threads {threads}: give 1 or more CPU threads")
+        torch.set_num_threads(threads)
     if args.resume:
         out = args.resume
         cfg, changed = resume_config(out, args.steps, args.overrides or [])
@@ -272,30 +343,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise TailganError("give --out RUN (the run folder to write) or --resume RUN")
         out, changed = args.out, {}
-        check_output_dir(Path(out), is_run, "run folder")  # before the config and data are loaded
+        check_run_folder(Path(out))  # before the config and data are loaded
         cfg = make_config(args.method, args.config, args.data, args.root, args.overrides, steps=args.steps)
     try:
-        train(cfg, out, resume=bool(args.resume), overrides=changed)
+        train(cfg, out, resume=bool(args.resume), overrides=changed, allow_data_change=args.allow_data_change)
     except BaseException:
         abort_distributed()
         raise
     print(f"run written to {out}")
     finish_distributed()
     return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a recipe (GAN, ...) on a long-tailed dataset")
-    p.add_argument(
-        "--method", help="method (ecogan, contragan, reacgan, cgan, acgan, ...) or preset (ecogan-dcgan, ...)"
-    )
-    p.add_argument("--data", help="dataset preset or source (default: digits_lt)")
-    p.add_argument("--root", help="data folder (default: $TAILGAN_DATA)")
-    p.add_argument("--steps", type=int, help="steps of the recipe's main phase (generator updates for a GAN)")
-    p.add_argument("--out", help="run folder to create")
-    p.add_argument("--config", help="YAML config file")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
-    p.add_argument(
-        "overrides", nargs="*", help="key=value config overrides, e.g. optim.batch_size=32 sampling=balanced"
-    )
-    p.set_defaults(func=cmd_train)

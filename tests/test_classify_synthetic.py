@@ -251,7 +251,8 @@ def test_gan_combines_with_loss_and_prediction_strategies(digits):
 
 def test_head_only_fine_tuning_changes_only_the_head(digits):
     real = digits.train
-    strat, cfg = parse_strategy("vanilla"), ClassifyConfig(steps=3, batch_size=32, evals=1)
+    # select="last": the trained networks themselves (with validation, the incoming one may be kept)
+    strat, cfg = parse_strategy("vanilla"), ClassifyConfig(steps=3, batch_size=32, evals=1, select="last")
     model0 = init_model(strat, cfg, 10, 1, 0)
     head, _, _ = train_classifier(real.images, real.labels, real, strat, cfg, 10, 3, 0, model=model0, head_only=True)
     full, _, _ = train_classifier(real.images, real.labels, real, strat, cfg, 10, 3, 0, model=model0)
@@ -267,6 +268,7 @@ def test_two_stage_training_splits_the_budget(digits):
         finetune="head", finetune_fraction=0.3, log=lambda s: None,
     )
     assert r["steps"] == 10 and r["finetune_steps"] == 3 and r["stage1"]["steps"] == 7
+    assert r["history"][0]["step"] == 0 and r["stage"] == (1 if r["selected_step"] == 0 else 2)
     with pytest.raises(TailganError, match="--finetune"):
         train_and_score(digits, "la", steps=10, finetune="all")
 

@@ -187,9 +187,9 @@ def test_translates_from_the_command_line_api_and_refuses_other_classes(tmp_path
     assert g.output.translates
     src = torch.rand(3, 1, 8, 8) * 2 - 1
     out = g.sample(torch.tensor([9, 0, 9]), source=src)
-    with torch.no_grad():
-        assert torch.allclose(out[0], g.method.nets["G_AB"](src[:1])[0], atol=1e-6)
-        assert torch.allclose(out[1], g.method.nets["G_BA"](src[1:2])[0], atol=1e-6)
+    with torch.no_grad():  # a batch of 3 and a batch of 1 take different CPU kernels: ~1e-6 apart
+        assert torch.allclose(out[0], g.method.nets["G_AB"](src[:1])[0], atol=2e-5)
+        assert torch.allclose(out[1], g.method.nets["G_BA"](src[1:2])[0], atol=2e-5)
     with pytest.raises(TailganError, match="between classes 0 and 9"):
         g.sample(torch.tensor([3]), source=src[:1])
 

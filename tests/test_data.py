@@ -217,11 +217,15 @@ def test_export_refuses_non_empty(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    assert cli(["data", "export", "digits_lt", str(out)]) == 2
-    assert "--overwrite" in capsys.readouterr().err
-    assert (out / "precious.txt").read_text() == "keep me"
-    assert cli(["data", "export", "digits_lt", str(out), "--overwrite"]) == 0
-    assert not (out / "precious.txt").exists() and (out / "train").is_dir()
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces only an earlier export, never a folder of the user's
+        assert cli(["data", "export", "digits_lt", str(out), *extra]) == 2
+        assert "files that tailgan did not write (precious.txt)" in capsys.readouterr().err
+        assert (out / "precious.txt").read_text() == "keep me"
+    export = tmp_path / "export"
+    assert cli(["data", "export", "digits_lt", str(export)]) == 0
+    assert cli(["data", "export", "digits_lt", str(export)]) == 2
+    assert "already holds a dataset export" in capsys.readouterr().err
+    assert cli(["data", "export", "digits_lt", str(export), "--overwrite"]) == 0 and (export / "train").is_dir()
 
 
 def _write_mixed_folder(root):

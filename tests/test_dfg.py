@@ -244,3 +244,25 @@ def test_transfer_strategy_without_a_source_is_a_one_line_error(tmp_path, capsys
 
     assert cli(["classify", "--strategy", "finetune", "--data", "digits_lt", "--out", str(tmp_path / "x")]) == 2
     assert "--source" in capsys.readouterr().err
+
+
+def test_delta_regulariser_keeps_the_features_near_the_source(source_file):
+    """DELTA's feature-map term (alpha): with beta 0 and alpha 0 DELTA is plain fine-tuning step for step; with
+    alpha > 0 the hooked extractor conv moves less from the source than under fine-tuning (a weight of 0 in the
+    loop would make the two equal)."""
+    from tailgan.classify.transfer import train_transfer
+
+    data, _ = carve(tiny_data(), TransferConfig(), 0)
+    cfg = dict(steps=8, eval_every=8, batch_size=8, max_batches=2, lr=3e-3, beta=0.0)
+    source = build_source("lenet5", 10, 1, source_file).network.state_dict()
+
+    def moved(strategy: str, alpha: float) -> tuple[float, dict]:
+        net, _ = train_transfer(data, strategy, source_file, TransferConfig(alpha=alpha, **cfg), seed=0)
+        state = net.state_dict()
+        return float((state["features.0.weight"] - source["features.0.weight"]).norm()), state
+
+    finetune, ft_state = moved("finetune", 0.0)
+    same, same_state = moved("delta", 0.0)
+    held, _ = moved("delta", 50.0)
+    assert all(torch.equal(ft_state[k], same_state[k]) for k in ft_state) and same == finetune
+    assert finetune > 0 and held < 0.8 * finetune

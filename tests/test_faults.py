@@ -15,12 +15,14 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from helpers import read_log
+from helpers import assert_same, read_log, run_state
 from PIL import Image
 
 from tailgan.cli import main as cli
+from tailgan.data import to_uint8
 from tailgan.errors import TailganError
 from tailgan.io import load_checkpoint, save_checkpoint
 from tailgan.outputs import FolderLock
@@ -74,11 +76,11 @@ def test_a_second_training_into_a_running_folder_is_refused_naming_the_pid(tmp_p
 
 
 def test_output_locks_refuse_a_second_writer(tmp_path):
-    held = FolderLock(tmp_path / "out", "output folder", beside=True)
+    held = FolderLock(tmp_path / "out", "output folder")
     with pytest.raises(TailganError, match=f"in use by process {os.getpid()}"):
-        FolderLock(tmp_path / "out", "output folder", beside=True)
+        FolderLock(tmp_path / "out", "output folder")
     held.release()
-    FolderLock(tmp_path / "out", "output folder", beside=True).release()  # free again
+    FolderLock(tmp_path / "out", "output folder").release()  # free again
 
 
 # -- 2. never into somebody else's folder
@@ -414,3 +416,294 @@ def test_kill_during_the_first_checkpoint_then_restart(tmp_path):
     else:  # killed mid-write: a fresh start over it must be accepted and clean up
         assert train(run, "ckpt_every=40", steps=40) == 0
     assert (ckpts / "last.pt").is_file() and not list(ckpts.glob(".*tmp*"))
+
+
+# -- issue 24: one lock rule and a marker in every output; --overwrite never reaches what another command owns
+def _user_folder(path):
+    path.mkdir(parents=True)
+    (path / "thesis.tex").write_text("\\documentclass{article}")
+    return path
+
+
+def test_overwrite_never_deletes_a_running_run_or_another_commands_output(tmp_path, capsys):
+    run = tmp_path / "RUN"
+    proc = slow_train(run)
+    try:
+        wait_for(run / "log.jsonl", proc)
+        assert cli(["data", "export", "digits_lt", str(run), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by process {proc.pid}" in err and err.count("\n") == 1
+        assert (run / "config.yaml").is_file() and proc.poll() is None  # the run goes on, untouched
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finished, other = tmp_path / "finished", tmp_path / "other"
+    assert train(finished, steps=1) == 0 and train(other, steps=1) == 0
+    thesis = _user_folder(tmp_path / "thesis")
+    for out, what in ((other, "is a training run (tailgan train)"), (thesis, "files that tailgan did not write")):
+        before = sorted(p.name for p in out.iterdir())
+        assert cli(["sample", str(finished), "--class", "1", "--n", "2", "--out", str(out), "--overwrite"]) == 2
+        assert what in capsys.readouterr().err
+        assert cli(["data", "export", "digits_lt", str(out), "--overwrite"]) == 2
+        assert what in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == before
+    # a sample folder may replace a sample folder, and is marked as one
+    gen = tmp_path / "gen"
+    assert cli(["sample", str(finished), "--class", "1", "--n", "3", "--out", str(gen)]) == 0
+    assert cli(["sample", str(finished), "--class", "2", "--n", "2", "--out", str(gen)]) == 2
+    assert "already holds a folder of generated images" in capsys.readouterr().err
+    assert cli(["sample", str(finished), "--class", "2", "--n", "2", "--out", str(gen), "--overwrite"]) == 0
+    assert json.loads((gen / ".tailgan-output.json").read_text())["kind"] == "samples"
+    assert sorted(p.name for p in (gen / "train").iterdir() if any(p.iterdir())) == ["cls2"]
+    assert cli(["data", "export", "digits_lt", str(gen), "--overwrite"]) == 2  # a different kind
+    assert "is a folder of generated images (tailgan sample), not a dataset export" in capsys.readouterr().err
+
+
+def test_overwrite_never_reaches_into_inputs_or_user_folders(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, steps=1) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+    assert cli(["report", str(run), "--out", str(ckpt), "--overwrite"]) == 2
+    assert "is a file of the input" in capsys.readouterr().err and ckpt.read_bytes() == before
+    assert cli(["report", str(run), "--out", str(run / "report.html")]) == 0  # a new file beside it is fine
+    user = _user_folder(tmp_path / "user")
+    (user / "metrics.json").write_text("{}")
+    steps = ["--steps", "2", "--batch-size", "16"]
+    assert cli(["classify", "--data", "digits_lt", "--strategy", "vanilla", *steps, "--out", str(user),
+                "--overwrite"]) == 2  # fmt: skip
+    assert "files that tailgan did not write" in capsys.readouterr().err
+    assert (user / "metrics.json").read_text() == "{}" and (user / "thesis.tex").is_file()
+    # an overwrite with fewer seeds leaves nothing of the earlier output behind
+    cls = tmp_path / "cls"
+    assert cli(["classify", "--data", "digits_lt", "--strategy", "vanilla", "--seeds", "2", *steps,
+                "--out", str(cls)]) == 0  # fmt: skip
+    assert (cls / "seed1").is_dir()
+    assert cli(["classify", "--data", "digits_lt", "--strategy", "vanilla", "--seeds", "1", *steps,
+                "--out", str(cls), "--overwrite"]) == 0  # fmt: skip
+    assert not (cls / "seed1").exists() and (cls / "seed0").is_dir()
+    assert json.loads((cls / ".tailgan-output.json").read_text()) | {"tailgan": None} == {
+        "kind": "classify", "complete": True, "tailgan": None}  # fmt: skip
+
+
+def test_an_unfinished_classify_output_is_named_and_offers_resume(tmp_path, capsys):
+    from tailgan.outputs import claim_output
+
+    out = tmp_path / "cls"
+    claim_output(out, "classify").release()  # what a kill -9 after the start leaves: the marker, unfinished
+    (out / "metrics.json").write_text("{}")
+    assert cli(["classify", "--data", "digits_lt", "--strategy", "vanilla", "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unfinished classify output" in err and "--resume" in err and "--overwrite" in err
+
+
+def _folder_dataset(root):
+    for split, n in (("train", (6, 3)), ("valid", (2, 2))):
+        for c, count in zip(("a", "b"), n):
+            (root / split / c).mkdir(parents=True)
+            for i in range(count):
+                Image.new("L", (8, 8), 20 * i + 100 * (c == "b")).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_resume_refuses_changed_data_unless_allowed(tmp_path, capsys):
+    root = _folder_dataset(tmp_path / "imgs")
+    run = tmp_path / "run"
+    data = ["--data", "folder", "--root", str(root), "data.resolution=32"]
+    assert train(run, *data, "optim.batch_size=4", steps=1) == 0
+
+    def resume(*extra):
+        return cli(["train", "--resume", str(run), "--steps", "2", *extra])
+
+    (root / "train" / "a" / "5.png").unlink()  # one image fewer
+    assert resume() == 2
+    err = capsys.readouterr().err
+    assert "changed since it was trained" in err and "class 0: 6 -> 5" in err and "--allow-data-change" in err
+    Image.new("L", (8, 8), 7).save(root / "train" / "a" / "5.png")  # back, with other pixels: same counts
+    assert resume() == 2 and "pixels" in capsys.readouterr().err
+    shutil.rmtree(root / "valid")
+    assert resume() == 2 and "test images per class" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1  # nothing was trained on it
+    assert resume("--allow-data-change") == 0
+    assert "continuing" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_resume_refuses_a_truncated_config_naming_the_missing_key(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, steps=1) == 0
+    text = (run / "config.yaml").read_text()
+    cut = text[: text.index("\nprecision:")] + "\n"
+    (run / "config.yaml").write_text(cut)
+    assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks the key 'precision'" in err and err.count("\n") == 1
+    assert (run / "config.yaml").read_text() == cut  # never filled in and written back
+    broken = ((b"\x00\xff\xfe binary", "not a text file"), (b"a: [1, 2\nb: }", "not valid YAML at line"))
+    for content, expected in broken:
+        (run / "config.yaml").write_bytes(content)
+        assert cli(["train", "--resume", str(run), "--steps", "2"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1
+
+
+def _records(run):
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in read_log(run)]
+
+
+def test_sigterm_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tmp_path):
+    steps, extra = 12, ["log_every=3", "ckpt_every=1000"]  # no checkpoint before the signal; logs every 3rd step
+    straight = tmp_path / "straight"
+    assert train(straight, *extra, steps=steps) == 0
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [sys.executable, "-m", "tailgan", "train", "--method", "cgan", "--steps", "100000", "--out", str(run),
+            *TINY, *extra]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(run / "log.jsonl", proc)
+    while proc.poll() is None and len(read_log(run)) < 2:
+        time.sleep(0.05)
+    time.sleep(0.15)  # most likely between two log steps: the partial sums must survive too
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    err = proc.stderr.read().decode()
+    stopped = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert f"stopped by SIGTERM at step {stopped}" in err and f"--resume {run}" in err
+    assert 6 <= stopped < steps, "the run went too far before the signal; the comparison needs steps left"
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert events[-1] == {"event": "stopped", "signal": "SIGTERM", "phase": "gan", "step": stopped}
+    assert cli(["train", "--resume", str(run), "--steps", str(steps)]) == 0
+    assert _records(run) == _records(straight)
+    assert_same(run_state(run), run_state(straight))
+
+
+def test_a_second_signal_exits_at_once(monkeypatch):
+    from tailgan.engine.trainer import stop_on_signals
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(code):
+        raise Exited(code)
+
+    trainer = type("T", (), {"stop_signal": None})()
+    monkeypatch.setattr(os, "_exit", exit_now)
+    with stop_on_signals(trainer):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert trainer.stop_signal == signal.SIGINT  # the first: finish the step
+        with pytest.raises(Exited, match=str(128 + signal.SIGTERM)):  # the second: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_tensorboard_keeps_no_duplicated_steps_after_a_resume(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "r"
+    assert train(run, "keep_checkpoints=true", steps=4) == 0
+    shutil.copy(run / "checkpoints" / "step_0000002.pt", run / "checkpoints" / "last.pt")  # killed at step 3-4
+    assert cli(["train", "--resume", str(run), "--steps", "5"]) == 0
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert tags and all([e.step for e in acc.Scalars(t)] == [1, 2, 3, 4, 5] for t in tags if t.startswith("train/"))
+
+
+def test_sample_streams_batch_by_batch_and_writes_the_same_images(tmp_path, monkeypatch):
+    from tailgan.data import folder as folder_module
+    from tailgan.engine import load_generator
+
+    run = tmp_path / "run"
+    assert train(run, steps=1) == 0
+    g = load_generator(run)
+    expected = to_uint8(g.sample(torch.full((20,), 3), seed=5, batch_size=6))
+    sizes = []
+    original = folder_module.ImageFolderWriter.write
+    monkeypatch.setattr(folder_module.ImageFolderWriter, "write",
+                        lambda self, split, x, y, prefix=None: sizes.append(len(x)) or original(self, split, x, y))
+    assert cli(["sample", str(run), "--class", "3", "--n", "20", "--batch-size", "6", "--seed", "5",
+                "--out", str(tmp_path / "gen")]) == 0  # fmt: skip
+    assert sizes == [6, 6, 6, 2]  # never more than a batch in memory
+    folder = tmp_path / "gen" / "train" / "cls3"
+    written = torch.stack([torch.from_numpy(np.asarray(Image.open(folder / f"train{i}.png"))) for i in range(20)])
+    assert torch.equal(written.reshape(expected.shape), expected)
+
+
+@pytest.mark.parametrize("n, batch", [("-1", "8"), ("0", "8"), ("4", "0"), ("4", "-1")])
+def test_sample_counts_out_of_range_are_one_line_errors(n, batch, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(run, steps=1) == 0
+    capsys.readouterr()
+    assert cli(["sample", str(run), "--class", "1", "--n", n, "--batch-size", batch, "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("--n" in err or "--batch-size" in err) and not (tmp_path / "g").exists()
+
+
+def test_confusion_matrix_of_a_thousand_classes_stays_small(tmp_path):
+    from tailgan.classify.metrics import plot_confusion_matrix
+
+    rng = np.random.default_rng(0)
+    cm = np.diag(rng.integers(5, 10, 1000)) + rng.integers(0, 2, (1000, 1000))
+    cm[7, 3] = 500  # the most confused pair is in the block shown
+    plot_confusion_matrix(cm, [f"c{i}" for i in range(1000)], tmp_path / "cm.png")
+    with Image.open(tmp_path / "cm.png") as img:
+        assert max(img.size) < 3000
+
+
+def test_full_disk_symlinks_and_foreign_files_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    import errno as errno_module
+
+    def full(*a, **k):
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", full)
+        assert cli(["data", "export", "digits_lt", str(tmp_path / "exp")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "is the disk full?" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # no temp folder, no lock file left
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert cli(["data", "export", "digits_lt", str(tmp_path / "dangling")]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    real = tmp_path / "real"
+    assert cli(["data", "export", "digits_lt", str(real)]) == 0
+    (tmp_path / "link").symlink_to(real)
+    assert cli(["data", "export", "digits_lt", str(tmp_path / "link"), "--overwrite"]) == 0  # through the link
+    assert (tmp_path / "link").is_symlink() and (real / "train").is_dir()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_foreign_evaluator_file_is_named_without_torch_advice(tmp_path, capsys):
+    import pickle
+
+    from tailgan.metrics.evaluator import load_evaluator_from
+
+    folder = tmp_path / "ev"
+    folder.mkdir()
+    (folder / "evaluator.json").write_text("{}")
+    for content in (b"garbage", pickle.dumps({"x": Path("/")})):  # damaged, and objects that are not tensors
+        (folder / "model.pt").write_bytes(content)
+        with pytest.raises(TailganError) as e:
+            load_evaluator_from(folder)
+        assert "is not an evaluator tailgan wrote" in str(e.value) and "weights_only=False" not in str(e.value)
+
+
+def test_created_folders_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert cli(["data", "export", "digits_lt", str(tmp_path / "exp")]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "exp").stat().st_mode & 0o777 == 0o755
+    assert ((tmp_path / "exp" / "train").stat().st_mode & 0o777) == 0o755
+
+
+def test_a_key_added_after_the_run_was_written_resumes_with_its_old_behaviour(tmp_path):
+    from tailgan.engine.config import ADDED_KEYS
+
+    run = tmp_path / "run"
+    assert train(run, steps=1) == 0
+    text = (run / "config.yaml").read_text()
+    assert "  gp_every: 1\n" in text and ADDED_KEYS["loss.gp_every"] == 1
+    (run / "config.yaml").write_text(text.replace("  gp_every: 1\n", ""))  # a run of an older tailgan
+    assert cli(["train", "--resume", str(run), "--steps", "2"]) == 0

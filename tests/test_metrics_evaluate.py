@@ -97,7 +97,6 @@ def test_evaluate_train_lt_protocol_end_to_end(digits, pooled, tmp_path):
     for key in (
         "fid",
         "kid",
-        "kid_std",
         "is",
         "is_std",
         "precision",
@@ -111,6 +110,8 @@ def test_evaluate_train_lt_protocol_end_to_end(digits, pooled, tmp_path):
         "labelacc_real",
     ):
         assert overall[key] is not None, key
+    # fewer images than a KID subset: every subset is the whole set, so there is no spread to report
+    assert overall["kid_std"] is None
     fids = [r["fid"] for r in result["per_class"]]
     assert overall["ifid"] == pytest.approx(sum(fids) / len(fids))
     # replayed training images: the label accuracy is the classifier's own accuracy on those classes
@@ -344,3 +345,26 @@ def test_eval_of_a_run_trains_the_evaluator_at_its_pixels_on_first_use(tmp_path,
     assert "training it once" in out and "labelacc" in out
     folder = evaluator_folder(DataConfig(source="digits", resolution=32))
     assert (folder / "evaluator.json").is_file()
+
+
+def test_an_evaluator_trained_on_long_tailed_images_says_so_once_and_in_every_result(tmp_path):
+    """A folder without a balanced training split: the evaluator learns from its long-tailed images (issue 28)."""
+    from tailgan.data import export_image_sets
+    from tailgan.metrics.evaluate import result_document
+
+    digits = load_data("digits_lt")  # 120 down to 12 training images per class, a balanced test split
+    root = export_image_sets({"train": digits.train, "test": digits.test}, tmp_path / "folder", {"source": "t"})
+    data = load_data(DataConfig(source="folder", root=str(root), recipe="none"))
+    lines = []
+    cfg = EvaluatorConfig(epochs=1, width=8, feature_dim=16, batch_size=32)
+    ev = train_evaluator(data, cfg, cache_dir=tmp_path / "cache", log=lines.append)
+    notes = [line for line in lines if "not balanced" in line]
+    assert len(notes) == 1 and "(120 down to 12 per class)" in notes[0]
+    assert ev.info["train_balanced"] is False
+    doc = result_document(["fid"], ev, None, [0] * 5, [0] * 5, 0, {}, {"warnings": []}, 0.0)
+    assert any("long-tailed training images" in w for w in doc["warnings"])
+    balanced = train_evaluator(
+        load_data(DataConfig(source="digits", recipe="none")), cfg, cache_dir=tmp_path / "cache", log=lines.append
+    )
+    assert balanced.info["train_balanced"] is True and sum("not balanced" in line for line in lines) == 1
+    assert result_document(["fid"], balanced, None, [0], [0], 0, {}, {"warnings": []}, 0.0)["warnings"] == []

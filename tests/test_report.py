@@ -182,7 +182,9 @@ def test_report_embeds_everything_and_shows_the_inputs_numbers(study, tmp_path):
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert f"tailgan train --config {run / 'config.yaml'}" in text and f"steps: {cfg['steps']}" in text
-    assert "tailgan classify --data digits_lt --strategy cs --seeds 2 --steps 6" in text
+    # the reproduce commands are generated from the outputs' config.yaml (tailgan.classify.runconfig)
+    assert "tailgan classify --data digits_lt --strategy cs --seeds 2 steps=6 batch_size=32 --out NEW_OUT" in text
+    assert "tailgan bench classify --data digits_lt --strategies vanilla,ts --seeds 1 steps=6 batch_size=32" in text
 
 
 def test_one_dataset_used_by_a_run_and_a_classify_input_shows_its_fingerprint_once():

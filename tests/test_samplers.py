@@ -378,3 +378,22 @@ def test_clone_keeps_parameters():
     s = tiny(image_shape=(8, 8), filter="confidence")
     c = clone(s)
     assert c.get_params() == s.get_params()
+
+
+# -- image-shaped X in a pipeline (issue 28) --------------------------------------------------------------------
+def test_image_shaped_x_runs_through_a_pipeline_with_the_flatten_step():
+    """A sampler acts only in fit; the FunctionTransformer(flatten_images) step flattens in fit and predict alike,
+    so (n, C, H, W) images reach LogisticRegression as (n, C*H*W) rows on both sides."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    from tailgan.samplers import flatten_images
+
+    X, y = small_images(n_per_class=(12, 6, 6))
+    X = X[:, None]  # (n, 1, 8, 8)
+    pipe = make_pipeline(tiny(), FunctionTransformer(flatten_images), LogisticRegression(max_iter=200))
+    pipe.fit(X, y)
+    assert pipe[-1].n_features_in_ == 64 and pipe.predict(X).shape == (len(y),)
+    assert pipe[0].synthetic_mask_.sum() == 2 * (12 - 6)  # classes 1 and 2 topped up to 12
+    assert flatten_images(X).shape == (24, 64) and np.array_equal(flatten_images(X)[3], X[3].ravel())
+    with pytest.raises(ValueError, match="dim 4"):  # without the step, the estimator refuses images
+        make_pipeline(tiny(), LogisticRegression()).fit(X, y)

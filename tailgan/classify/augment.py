@@ -15,35 +15,33 @@ unless ``overwrite``; OUT may never be, contain or lie inside the dataset's own 
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
+import torch
 
 from tailgan.classify.strategies import synthetic_counts
 from tailgan.classify.synthetic import AUGMENT_TOOL, generate_synthetic, read_augment_manifest, read_png
-from tailgan.data import ImageSet, LongTailedData
-from tailgan.data.folder import check_output_dir, replace_dir
-from tailgan.io import atomic_write_json
-from tailgan.outputs import check_not_inside, remove_stale_temp, temp_name
+from tailgan.data import ImageSet, LongTailedData, fit_images, to_uint8
+from tailgan.data.folder import ImageFolderWriter
+from tailgan.progress import progress
 
 # read_png and read_augment_manifest live in tailgan.classify.synthetic (the folder strategy reads them too)
 __all__ = ["AUGMENT_TOOL", "augment_folder", "read_augment_manifest", "read_png"]
 
 
-def _save_png(img: np.ndarray, path: Path) -> None:
-    Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)).save(path, compress_level=1)
-
-
-def _write_split(tmp: Path, split: str, images: ImageSet, prefix: str, files: list[dict], synthetic: bool) -> None:
-    arr = images.images.numpy()
-    for i, (img, y) in enumerate(zip(arr, images.labels.tolist())):
-        rel = f"{split}/cls{y}/{prefix}{i}.png"
-        _save_png(img, tmp / rel)
-        files.append({"path": rel, "label": y, "synthetic": synthetic})
+def synthetic_batches(
+    generator: Any, add: list[int], like: torch.Tensor, seed: int, batch_size: int = 256
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``generate_synthetic``'s images batch by batch (the same images), so memory stays flat in their number."""
+    if not hasattr(generator, "iter_samples") or generator.num_classes != len(add):
+        yield generate_synthetic(generator, add, like, seed)  # any generator; refuses a class mismatch
+        return
+    labels = torch.repeat_interleave(torch.arange(len(add)), torch.as_tensor(list(add), dtype=torch.long))
+    batches = generator.iter_samples(labels, seed=seed, batch_size=batch_size)
+    for i, out in zip(range(0, len(labels), batch_size), batches):
+        yield fit_images(to_uint8(out), like.shape[-1], like.shape[1]), labels[i : i + batch_size]
 
 
 def augment_folder(
@@ -61,46 +59,39 @@ def augment_folder(
     ``sample(labels, seed=...)`` -> float images in [-1, 1]). ``protected`` folders (the dataset's
     root, the run) are never written into. Returns the manifest written to OUT/manifest.json.
     """
-    out = Path(out)
-    check_not_inside(
-        out, [data.config.root if data.config.source in ("folder", "places_lt") else None, *(protected or [])]
-    )
-    check_output_dir(out, overwrite)
-    add = synthetic_counts(data.train.counts(), synthetic)
-    syn_x, syn_y = generate_synthetic(generator, add, data.train.images, seed)
-    generated = ImageSet(syn_x, syn_y, list(data.classes))
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(out)  # of augment runs that were killed
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_name(out)))
+    root = data.config.root if data.config.source in ("folder", "places_lt") else None
+    writer = ImageFolderWriter(out, "augment", overwrite, [root, *(protected or [])], num_classes=data.num_classes)
     try:
-        splits = ["train"] + (["valid"] if len(data.test) else [])
-        for split in splits:
-            for c in range(data.num_classes):
-                (tmp / split / f"cls{c}").mkdir(parents=True)
+        add = synthetic_counts(data.train.counts(), synthetic)
         files: list[dict] = []
-        _write_split(tmp, "train", data.train, "train", files, synthetic=False)
-        _write_split(tmp, "train", generated, "syn", files, synthetic=True)
+
+        def write(split: str, images: ImageSet, prefix: str, synthetic: bool) -> None:
+            paths = writer.write(split, images.images, images.labels, prefix)
+            files.extend({"path": p, "label": y, "synthetic": synthetic} for p, y in zip(paths, images.labels.tolist()))
+
+        write("train", data.train, "train", False)
+        with progress(sum(add), "augment", unit="img") as bar:
+            for syn_x, syn_y in synthetic_batches(generator, add, data.train.images, seed):
+                write("train", ImageSet(syn_x, syn_y, list(data.classes)), "syn", True)
+                bar.update(len(syn_y))
         if len(data.test):
-            _write_split(tmp, "valid", data.test, "valid", files, synthetic=False)
-        manifest = {
-            "tool": AUGMENT_TOOL,
-            "run": str(getattr(generator, "run_dir", "")),
-            "generator_step": getattr(generator, "step", None),
-            "synthetic": synthetic,
-            "seed": seed,
-            "classes": list(data.classes),
-            "real_counts": data.train.counts(),
-            "synthetic_counts": add,
-            "test_counts": data.test.counts(),
-            "data_fingerprint": data.manifest.get("fingerprint"),
-            "data_config": data.manifest.get("config"),
-            "files": files,
-        }
-        atomic_write_json(tmp / "classes.json", list(data.classes))
-        atomic_write_json(tmp / "manifest.json", manifest)
-        replace_dir(tmp, out)
+            write("valid", data.test, "valid", False)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        writer.abort()
         raise
+    manifest = {
+        "tool": AUGMENT_TOOL,
+        "run": str(getattr(generator, "run_dir", "")),
+        "generator_step": getattr(generator, "step", None),
+        "synthetic": synthetic,
+        "seed": seed,
+        "classes": list(data.classes),
+        "real_counts": data.train.counts(),
+        "synthetic_counts": add,
+        "test_counts": data.test.counts(),
+        "data_fingerprint": data.manifest.get("fingerprint"),
+        "data_config": data.manifest.get("config"),
+        "files": files,
+    }
+    writer.close(list(data.classes), manifest)
     return manifest

@@ -1,298 +1,201 @@
-"""``tailgan classify``, ``tailgan bench classify`` and ``tailgan augment``."""
+"""``tailgan classify``, ``tailgan bench classify`` and ``tailgan augment``.
+
+Every classify setting is a field of :class:`tailgan.classify.config.ClassifyRunConfig`, settable as
+``key=value`` in any position (data fields as ``data.key=value``) or from ``--config FILE.yaml``; the flags
+below are shorthands that map onto fields of the same name. Heavy modules are imported inside the commands.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import typing
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tailgan.classify.augment import augment_folder
-from tailgan.classify.bench import classify_seeds, run_bench, write_classify_report
-from tailgan.classify.joint import binary_pair
-from tailgan.classify.strategies import (
-    CLASSICAL_STRATEGIES,
-    COMBINABLE,
-    STRATEGIES,
-    expand_strategies,
-    parse_strategy,
-)
-from tailgan.classify.train import ClassifyConfig
-from tailgan.data import LongTailedData, load_data
-from tailgan.data.cli import add_data_arguments, data_config_from_args
-from tailgan.data.folder import check_output_dir
-from tailgan.engine import load_generator
+from tailgan.classify.config import RunFields
+from tailgan.data.cli import add_data_arguments
 from tailgan.errors import TailganError
-from tailgan.outputs import FolderLock, check_not_inside
-from tailgan.report.build import build_report
+from tailgan.outputs import check_not_inside, claim_output
+
+if TYPE_CHECKING:
+    from tailgan.classify.runconfig import ClassifyRunConfig
+    from tailgan.data import LongTailedData
+
+# the flags kept for what people type daily; each sets the config field of its name (--batch-size: batch_size)
+FLAG_FIELDS = (
+    "seeds", "arch", "epochs", "steps", "batch_size", "optimizer", "lr", "weight_decay", "beta", "valid_fraction",
+    "select", "split_seed", "la_tau", "synthetic", "synthetic_classes", "synthetic_weight", "filter", "reference",
+    "guard_warn", "guard_refuse", "finetune", "finetune_fraction", "finetune_lr", "precision", "compile", "source",
+    "source_root", "joint_gan_steps", "joint_batch_size", "joint_cls_batch", "checkpoint", "synthetic_dir",
+    "pair_seed", "device",
+)  # fmt: skip
 
 
-def _add_data_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="data config overrides, as for tailgan train (e.g. resolution=32 channels=1)",
-    )
-
-
-def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    d = ClassifyConfig()
-    p.add_argument("--data", required=True, help="preset (fashion_mnist_lt, digits_lt, ...) or source name")
-    add_data_arguments(p, positional=False)
-    _add_data_overrides(p)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0 .. N-1); default 3")
-    p.add_argument("--arch", default=d.arch, choices=("lenet5", "resnet32", "resnet18"))
-    p.add_argument(
-        "--epochs",
-        type=float,
-        default=d.epochs,
-        help=f"passes over the real long-tailed training part (all strategies alike); default {d.epochs:g}",
-    )
-    p.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", default=d.optimizer, choices=("sgd", "adam"))
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--beta", type=float, default=d.beta, help="class-balanced loss beta (default 0.9999)")
-    p.add_argument(
-        "--valid-fraction",
-        type=float,
-        default=d.valid_fraction,
-        help="share of each class held out from training for model selection",
-    )
-    p.add_argument(
-        "--select",
-        default=d.select,
-        choices=("valid", "last"),
-        help="keep the best-on-validation checkpoint (default) or the last one",
-    )
-    p.add_argument("--split-seed", type=int, help="seed of the validation split (default: each run's seed)")
-    p.add_argument("--la-tau", type=float, default=d.la_tau, help="la: logit adjustment tau (default 1)")
-    p.add_argument(
-        "--synthetic",
-        default=d.synthetic,
-        help="gan/folder: how many synthetic images: 'fill' (to the largest class, default), 'ratio:R' "
-        "(to R x the largest), 'target:N' or 'target:N0,N1,...' (to N per class), 'add:N' (N per class)",
-    )
-    p.add_argument(
-        "--synthetic-classes",
-        default=d.synthetic_classes,
-        help="which classes get synthetic images: 'all' (default), 'below:N' (fewer than N real images) "
-        "or class indices such as 5,7,9",
-    )
-    p.add_argument(
-        "--synthetic-weight",
-        type=float,
-        default=d.synthetic_weight,
-        help="a synthetic image counts as this many images in the loss (default 1)",
-    )
-    p.add_argument(
-        "--filter",
-        type=float,
-        metavar="T",
-        help="keep a synthetic image only if a classifier trained on the real training images gives its "
-        "class probability >= T (e.g. 0.9); the acceptance rate per class is reported",
-    )
-    p.add_argument(
-        "--reference",
-        default=d.reference,
-        help=f"strategy of that classifier (default {d.reference}; trained on the real training part only)",
-    )
-    p.add_argument(
-        "--no-guard",
-        dest="guard",
-        action="store_false",
-        help="use synthetic images even when the real-data classifier rarely recognises them",
-    )
-    p.add_argument(
-        "--guard-warn",
-        type=float,
-        default=d.guard_warn,
-        help=f"warn when generated images are recognised less often than this (default {d.guard_warn})",
-    )
-    p.add_argument(
-        "--guard-refuse",
-        type=float,
-        default=d.guard_refuse,
-        help=f"refuse below this recognition rate (default {d.guard_refuse})",
-    )
-    p.add_argument(
-        "--finetune",
-        default=d.finetune,
-        choices=("none", "all", "head"),
-        help="two-stage training: after real + synthetic, fine-tune on real images only (all layers or the head)",
-    )
-    p.add_argument(
-        "--finetune-fraction",
-        type=float,
-        default=d.finetune_fraction,
-        help=f"share of the step budget for the real-only stage (default {d.finetune_fraction})",
-    )
-    p.add_argument("--finetune-lr", type=float, help="learning rate of the real-only stage (default lr / 10)")
-    p.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
-    p.add_argument("--synthetic-dir", help="folder of synthetic images (strategy 'folder')")
-    p.add_argument(
-        "--source",
-        help="original/finetune/delta/dfg: the source network, a weights file or a dataset to pre-train it on "
-        "(e.g. mnist: MNIST stands in for DFG's EMNIST offline; cached under $TAILGAN_CACHE)",
-    )
-    p.add_argument("--source-root", help="folder holding the source dataset (default: --root)")
-    p.add_argument(
-        "--precision",
-        default=d.precision,
-        choices=("auto", "fp32", "bf16"),
-        help="auto (default): bf16 autocast + channels-last where the CPU/GPU has native bf16; fp32: exact",
-    )
-    p.add_argument(
-        "--compile",
-        default=d.compile,
-        choices=("auto", "on", "off"),
-        help="torch.compile the classifier's training step; auto (default): on the CPU for resnet32 runs of "
-        ">= 2,000 steps (measured 1.41x after ~1 min of compiling; LeNet-5 gets slower), else off",
-    )
-    p.add_argument(
-        "--pair",
-        metavar="A,B",
-        help="a binary task: keep classes A and B of the data (relabelled 0 and 1), e.g. --pair 7,9",
-    )
-    p.add_argument("--pair-counts", metavar="NA,NB", help="training images kept of A and B (seeded choice)")
-    p.add_argument("--pair-seed", type=int, default=0, help="seed of the --pair-counts choice (default 0)")
-    p.add_argument(
-        "--joint-gan-steps",
-        type=int,
-        default=d.joint_gan_steps,
-        help=f"cyclegan-aug/alt: CycleGAN updates before the classifier trains (default {d.joint_gan_steps})",
-    )
-    p.add_argument(
-        "--joint-batch-size",
-        type=int,
-        default=d.joint_batch_size,
-        help=f"cyclegan-aug/alt: real images per class in each update (default {d.joint_batch_size})",
-    )
-    p.add_argument(
-        "--joint-cls-batch",
-        choices=("classifier", "translator"),
-        default=d.joint_cls_batch,
-        help="joint strategies: the classifier's update sees --batch-size real images and their translations "
-        "(classifier, default) or the translator's --joint-batch-size per class at a scaled-down lr (translator)",
-    )
-    p.add_argument(
-        "--joint-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="cyclegan-aug/alt: a cyclegan-cls override, e.g. options.ngf=16 (repeatable)",
-    )
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-
-
-def _int_list(text: str | None, flag: str) -> list[int] | None:
-    if text is None:
-        return None
+def _int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise TailganError(f"{flag} {text!r}: give integers separated by commas, e.g. 7,9") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers separated by commas, e.g. 7,9") from None
 
 
-def _config(args: argparse.Namespace) -> ClassifyConfig:
-    if args.seeds < 1:
-        raise TailganError(f"--seeds {args.seeds}: give at least 1")
+def _flag(p: argparse.ArgumentParser, name: str) -> None:
+    """``--name`` for config field ``name``, its type and choices read from the dataclass."""
+    hint = typing.get_type_hints(RunFields)[name]
+    default = next(f.default for f in dataclasses.fields(RunFields) if f.name == name)
+    if typing.get_origin(hint) is typing.Literal:
+        kind: dict[str, Any] = {"choices": typing.get_args(hint)}
+    else:  # int, float, str, or one of them | None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kind = {"type": inner[0]} if inner[0] in (int, float, str) else {}
+    choices = f"; one of {', '.join(kind['choices'])}" if "choices" in kind else ""
+    p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, metavar=name.upper(),
+                   help=f"config key {name} (default {default}{choices})", **kind)  # fmt: skip
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="preset (fashion_mnist_lt, digits_lt, ...) or source name")
+    add_data_arguments(p, positional=False)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="any config key (focal_gamma=2, optimizer=adam), data keys as data.KEY (data.resolution=16)")
+    p.add_argument("--config", metavar="FILE.yaml", help="a config file (e.g. an earlier output's config.yaml)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished output --out (finished seeds kept)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    for name in FLAG_FIELDS:
+        _flag(p, name)
+    p.add_argument("--no-guard", dest="guard", action="store_false", default=argparse.SUPPRESS,
+                   help="use synthetic images even when the real-data classifier rarely recognises them")
+    p.add_argument("--pair", type=_int_list, default=argparse.SUPPRESS, metavar="A,B",
+                   help="a binary task: keep classes A and B (relabelled 0 and 1)")
+    p.add_argument("--pair-counts", dest="pair_counts", type=_int_list, default=argparse.SUPPRESS,
+                   metavar="NA,NB", help="training images kept of A and B (seeded choice)")
+    p.add_argument("--joint-option", dest="joint_options", action="append", default=argparse.SUPPRESS,
+                   metavar="KEY=VALUE", help="cyclegan-/stargan-*: a recipe override, e.g. options.ngf=16")
+    p.add_argument("--generator", action="append", default=argparse.SUPPRESS, metavar="[LABEL=]RUN",
+                   help="gan strategies: a tailgan training run folder (bench: repeatable, one row each)")  # fmt: skip
+
+
+def resolve_config(args: argparse.Namespace, command: str) -> ClassifyRunConfig:
+    """The run config of ``args``; with ``--resume``, OUT/config.yaml is the base and nothing may change."""
+    from tailgan.classify.runconfig import make_classify_config, read_config
+
+    config_file = args.config
+    if args.resume and config_file is None:
+        if not (Path(args.out) / "config.yaml").is_file():
+            raise TailganError(f"--resume: {args.out} holds no config.yaml; it is not a classify output to continue")
+        config_file = str(Path(args.out) / "config.yaml")
+    names = (*FLAG_FIELDS, "strategy", "guard", "pair", "pair_counts", "joint_options", "generator")
+    flags = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    cfg = make_classify_config(command, config_file, args.data, args.root, args.overrides,
+                               download=args.download, skip_bad=args.skip_bad, **flags)  # fmt: skip
+    cfg.transfer_dir = str(Path(args.out) / "transfer_runs")
+    if args.resume:
+        old = read_config(args.out)
+        changed = [f.name for f in dataclasses.fields(cfg) if f.name not in ("seeds", "device")
+                   and getattr(old, f.name) != getattr(cfg, f.name)]  # fmt: skip
+        if changed:
+            raise TailganError(f"--resume: {', '.join(changed)} differ from {args.out}/config.yaml; leave them "
+                               "as they were or write to a new --out")  # fmt: skip
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
-    cfg = ClassifyConfig(
-        arch=args.arch,
-        epochs=args.epochs,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        beta=args.beta,
-        valid_fraction=args.valid_fraction,
-        select=args.select,
-        split_seed=args.split_seed,
-        la_tau=args.la_tau,
-        synthetic=args.synthetic,
-        synthetic_classes=args.synthetic_classes,
-        synthetic_weight=args.synthetic_weight,
-        filter=args.filter,
-        reference=args.reference,
-        guard=args.guard,
-        guard_warn=args.guard_warn,
-        guard_refuse=args.guard_refuse,
-        finetune=args.finetune,
-        finetune_fraction=args.finetune_fraction,
-        finetune_lr=args.finetune_lr,
-        precision=args.precision,
-        compile=args.compile,
-        joint_gan_steps=args.joint_gan_steps,
-        joint_batch_size=args.joint_batch_size,
-        joint_cls_batch=args.joint_cls_batch,
-        joint_options=tuple(args.joint_option),
-        source=args.source,
-        source_root=args.source_root,
-        transfer_dir=str(Path(args.out) / "transfer_runs"),
-    )
-    cfg.check()
     return cfg
 
 
+def _load_run_data(cfg: ClassifyRunConfig) -> LongTailedData:
+    from tailgan.classify.joint import binary_pair
+    from tailgan.data import load_data
+
+    data = load_data(cfg.data)
+    if cfg.pair_counts is not None and cfg.pair is None:
+        raise TailganError("pair_counts (--pair-counts) needs pair=[A,B] (--pair A,B: the two classes it counts)")
+    return binary_pair(data, cfg.pair, cfg.pair_counts, cfg.pair_seed) if cfg.pair is not None else data
+
+
 def _load_data(args: argparse.Namespace) -> LongTailedData:
-    data = load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
-    pair = _int_list(getattr(args, "pair", None), "--pair")
-    counts = _int_list(getattr(args, "pair_counts", None), "--pair-counts")
-    if counts is not None and pair is None:
-        raise TailganError("--pair-counts needs --pair A,B (the two classes it counts)")
-    return binary_pair(data, pair, counts, getattr(args, "pair_seed", 0)) if pair is not None else data
+    from tailgan.data import load_data
+    from tailgan.data.cli import data_config_from_args
+
+    return load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
 
 
 def _prepare_out(args: argparse.Namespace, data: LongTailedData, runs: list[str]) -> Path:
+    """The one output check (tailgan.outputs.claim_output) and lock of a classify / bench output; the lock is
+    released when the process ends, and ``args.out_lock.finish()`` marks the output complete."""
     out = Path(args.out)
     user_root = data.config.root if data.config.source in ("folder", "places_lt") else None
-    check_not_inside(out, [user_root, *runs, getattr(args, "synthetic_dir", None)])
-    check_output_dir(out, args.overwrite)
-    args.out_lock = FolderLock(out, "output folder", beside=True)  # one writer; released when the process ends
+    resume = bool(getattr(args, "resume", False))
+    kind = "bench" if getattr(args, "command", None) == "bench" else "classify"
+    protected = [user_root, *runs, getattr(args, "synthetic_dir", None)]
+    args.out_lock = claim_output(out, kind, args.overwrite and not resume, protected, resume=resume)
+    return out
+
+
+def _start_output(args: argparse.Namespace, cfg: ClassifyRunConfig, data: LongTailedData, runs: list[str]) -> Path:
+    """Check and lock --out (``_prepare_out``; --resume writes into its own output), then write config.yaml."""
+    from tailgan.classify.runconfig import write_config
+
+    args.synthetic_dir = cfg.synthetic_dir
+    out = _prepare_out(args, data, runs)
+    write_config(cfg, out)
     return out
 
 
 def _load_generator(run: str, checkpoint: str, device: str):
+    from tailgan.engine import load_generator
+
     return load_generator(run, checkpoint=checkpoint, device=device)
 
 
+def _finished_runs(out: Path, resume: bool, seeds: range) -> list[dict]:
+    """The seeds an unfinished output already holds (``--resume``), in seed order."""
+    path = out / "metrics.json"
+    if not resume or not path.is_file():
+        return []
+    return [r for r in json.loads(path.read_text()).get("runs", []) if r.get("seed") in seeds]
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
-    strategy = parse_strategy(args.strategy, beta=args.beta)
-    cfg = _config(args)
-    data = _load_data(args)
-    runs = [args.generator] if args.generator else []
-    out = _prepare_out(args, data, runs)
+    from tailgan.classify.bench import classify_seeds, write_classify_report
+    from tailgan.classify.runconfig import reproduce_command
+    from tailgan.classify.strategies import parse_strategy
+
+    cfg = resolve_config(args, "classify")
+    if cfg.strategy == "all" or "," in cfg.strategy:
+        raise TailganError(f"classify runs one strategy (got {cfg.strategy!r}); give --strategy NAME, or use "
+                           "tailgan bench classify for several")  # fmt: skip
+    strategy = parse_strategy(cfg.strategy, beta=cfg.beta)
+    if len(cfg.generator) > 1:
+        raise TailganError("classify takes one --generator RUN; tailgan bench classify compares several")
+    run = cfg.generator[0].partition("=")[2] or cfg.generator[0] if cfg.generator else None
+    data = _load_run_data(cfg)
+    out = _start_output(args, cfg, data, [run] if run else [])
     generator = None
     if strategy.synthetic == "gan":
-        if not args.generator:
+        if not run:
             raise TailganError(f"strategy {strategy.name!r} needs --generator RUN (a tailgan training run folder)")
-        generator = _load_generator(args.generator, args.checkpoint, args.device)
+        generator = _load_generator(run, cfg.checkpoint, cfg.device)
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    extra = {"generator": run, "checkpoint": cfg.checkpoint} if generator is not None else {}
+    extra["reproduce"] = reproduce_command(cfg)
     result = classify_seeds(
-        data,
-        args.strategy,
-        range(args.seeds),
-        cfg,
-        generator=generator,
-        synthetic_dir=args.synthetic_dir,
-        device=args.device,
-        save_models=out,
-    )
-    extra = {"generator": args.generator, "checkpoint": args.checkpoint} if generator is not None else {}
-    path = write_classify_report(result, data, out, extra)
+        data, strategy, seeds, cfg, generator=generator, synthetic_dir=cfg.synthetic_dir, device=cfg.device,
+        save_models=out, done=_finished_runs(out, args.resume, seeds),
+        on_seed=lambda partial: write_classify_report(partial, data, out, {**extra, "complete": False}, plot=False),
+    )  # fmt: skip
+    path = write_classify_report(result, data, out, {**extra, "complete": True})
     s = result["summary"]
     print(
         f"{result['strategy']}: ACSA {s['acsa']['mean']:.4f} ± {s['acsa']['std']:.4f}, "
-        f"macro-F1 {s['macro_f1']['mean']:.4f} ± {s['macro_f1']['std']:.4f} over {args.seeds} seed(s)"
+        f"macro-F1 {s['macro_f1']['mean']:.4f} ± {s['macro_f1']['std']:.4f} over {cfg.seeds} seed(s)"
     )
-    print(f"wrote {path} and {out / 'confusion.png'}")
+    args.out_lock.finish()
+    print(f"wrote {path}, {out / 'config.yaml'} and {out / 'confusion.png'}")
+    print(f"reproduce: {extra['reproduce']}")
     return 0
 
 
@@ -310,51 +213,47 @@ def _parse_generators(items: list[str] | None) -> dict[str, str]:
 
 
 def cmd_bench_classify(args: argparse.Namespace) -> int:
-    names = expand_strategies(args.strategies)
+    from tailgan.classify.bench import load_json, run_bench
+    from tailgan.classify.strategies import expand_strategies, parse_strategy
+    from tailgan.report.build import build_report
+
+    cfg = resolve_config(args, "bench classify")
+    names = expand_strategies(cfg.strategy)
     gan_strategies = [s for s in names if parse_strategy(s).synthetic == "gan"]
     strategies = [s for s in names if s not in gan_strategies]
-    gen_runs = _parse_generators(args.generator)
+    gen_runs = _parse_generators(cfg.generator)
     if gan_strategies and not gen_runs:
         raise TailganError(
             f"{', '.join(gan_strategies)} need generators: give --generator [LABEL=]RUN (one row per generator "
             "and gan strategy)"
         )
-    cfg = _config(args)
-    data = _load_data(args)
-    out = _prepare_out(args, data, list(gen_runs.values()))
-    generators = {label: _load_generator(run, args.checkpoint, args.device) for label, run in gen_runs.items()}
-    header = {"command": "tailgan bench classify", "data": args.data, "generators": gen_runs or "none"}
+    data = _load_run_data(cfg)
+    out = _start_output(args, cfg, data, list(gen_runs.values()))
+    previous = load_json(out / "bench.json") if args.resume and (out / "bench.json").is_file() else None
+    generators = {label: _load_generator(run, cfg.checkpoint, cfg.device) for label, run in gen_runs.items()}
+    header = {"command": "tailgan bench classify", "data": cfg.data.preset or cfg.data.source,
+              "generators": gen_runs or "none"}  # fmt: skip
     run_bench(
-        data,
-        strategies,
-        range(args.seeds),
-        cfg,
-        out,
-        generators=generators,
-        gan_strategies=gan_strategies or ["gan"],
-        synthetic_dir=args.synthetic_dir,
-        device=args.device,
-        header=header,
-    )
-    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'} and {out / 'bench_recall.png'}")
+        data, strategies, range(cfg.first_seed, cfg.first_seed + cfg.seeds), cfg, out, generators=generators,
+        gan_strategies=gan_strategies or ["gan"], synthetic_dir=cfg.synthetic_dir, device=cfg.device, header=header,
+        previous=previous, resume=args.resume, run_config=cfg,
+    )  # fmt: skip
+    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'config.yaml'} and {out / 'bench_recall.png'}")
     print(f"report: {build_report([out], out / 'report.html', title='tailgan bench classify', overwrite=True)}")
+    args.out_lock.finish()
     return 0
 
 
 def cmd_augment(args: argparse.Namespace) -> int:
-    check_not_inside(args.out, [args.run])
-    with FolderLock(args.out, "output folder", beside=True):
-        data = _load_data(args)
-        generator = _load_generator(args.run, args.checkpoint, args.device)
-        manifest = augment_folder(
-            generator,
-            data,
-            args.out,
-            synthetic=args.synthetic,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            protected=[args.run],
-        )
+    from tailgan.classify.augment import augment_folder
+
+    check_not_inside(args.out, [args.run])  # before anything is loaded
+    data = _load_data(args)
+    generator = _load_generator(args.run, args.checkpoint, args.device)
+    manifest = augment_folder(
+        generator, data, args.out, synthetic=args.synthetic, seed=args.seed, overwrite=args.overwrite,
+        protected=[args.run],
+    )  # fmt: skip
     n_syn = sum(manifest["synthetic_counts"])
     print(
         f"wrote {sum(manifest['real_counts'])} real and {n_syn} synthetic training images"
@@ -377,37 +276,25 @@ def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``classify``, ``bench classify`` and ``augment`` to the tailgan command line."""
     p = sub.add_parser("classify", help="train a classifier on long-tailed data with a rebalancing strategy")
-    p.add_argument(
-        "--strategy",
-        required=True,
-        help=f"one of {', '.join(STRATEGIES)}; cbl variants take ':beta' (e.g. cbl:0.99); gan+S and "
-        f"folder+S combine synthetic images with S in {', '.join(COMBINABLE)} (e.g. gan+la)",
-    )
-    p.add_argument("--generator", help="strategies gan, gan+S: a tailgan training run folder")
-    _add_training_arguments(p)
+    p.add_argument("--strategy", default=argparse.SUPPRESS,
+                   help="vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl[:beta], cbl-sigmoid, cbl-focal, focal, "
+                   "ldam-drw, la, la-posthoc, balanced-softmax, ce-drw; gan+S / folder+S (e.g. gan+la); "
+                   "cyclegan-aug/alt, stargan-aug/alt; original, finetune, delta, dfg")  # fmt: skip
+    _add_arguments(p)
     p.set_defaults(func=cmd_classify)
 
     b = _bench_subparsers(sub).add_parser("classify", help="every strategy x seeds: a table of mean ± std")
-    b.add_argument(
-        "--strategies",
-        default="all",
-        help=f"'all' ({', '.join(CLASSICAL_STRATEGIES)}) or a comma-separated list; gan / gan+S entries "
-        "give one row per --generator",
-    )
-    b.add_argument(
-        "--generator",
-        action="append",
-        metavar="[LABEL=]RUN",
-        help="add a 'gan' row (and one per gan+S strategy) with this run's generator (repeatable)",
-    )
-    _add_training_arguments(b)
+    b.add_argument("--strategies", dest="strategy", default=argparse.SUPPRESS,
+                   help="'all' (the classical strategies, default) or a comma-separated list; gan / gan+S entries "
+                   "give one row per --generator")  # fmt: skip
+    _add_arguments(b)
     b.set_defaults(func=cmd_bench_classify)
 
     a = sub.add_parser("augment", help="write the long-tailed images plus the synthetic ones that balance them")
     a.add_argument("run", help="a tailgan training run folder")
     a.add_argument("--data", required=True, help="the preset the run was trained on")
     add_data_arguments(a, positional=False)
-    _add_data_overrides(a)
+    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data config overrides (e.g. resolution=32)")
     a.add_argument("--out", required=True, help="output folder (must be empty or absent)")
     a.add_argument(
         "--synthetic", default="fill", help="'fill' (every class to the largest), 'ratio:R', 'target:N' or 'add:N'"

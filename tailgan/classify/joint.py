@@ -174,6 +174,25 @@ def joint_recipe_options(
     return options + list(cfg.joint_options)
 
 
+def _check_joint(strategy: str, real: ImageSet) -> tuple[str, str]:
+    if strategy not in JOINT_MODES:
+        raise TailganError(f"unknown joint strategy {strategy!r}; use one of {', '.join(JOINT_MODES)}")
+    recipe, mode = JOINT_MODES[strategy]
+    if recipe == "cyclegan-cls" and real.num_classes != 2:
+        raise TailganError(
+            f"strategy {strategy} needs a binary task, the data has {real.num_classes} classes; pick two with "
+            "--pair A,B (and --pair-counts NA,NB), or use stargan-aug / stargan-alt"
+        )
+    return recipe, mode
+
+
+def _joint_record(method: Any, recipe: str, mode: str, overrides: list, cls_lr: float, precision: str) -> dict:
+    what = ({"gamma": method.gamma, "class_a": method.options.class_a, "class_b": method.options.class_b}
+            if recipe == "cyclegan-cls" else {"targets": method.targets.tolist()})  # fmt: skip
+    return {"recipe": recipe, "mode": mode, "recipe_options": overrides, "gan_updates": method.total_gan_updates(),
+            "classifier_lr": cls_lr, "precision": precision, **what}
+
+
 def train_joint(
     real: ImageSet,
     valid: ImageSet,
@@ -196,14 +215,7 @@ def train_joint(
     ``evaluate(model) -> validation ACSA`` runs at the main-phase steps ``eval_at``; ``lr_factor(step, total,
     warmup)`` is the classifier's learning-rate schedule (default: constant).
     """
-    if strategy not in JOINT_MODES:
-        raise TailganError(f"unknown joint strategy {strategy!r}; use one of {', '.join(JOINT_MODES)}")
-    recipe, mode = JOINT_MODES[strategy]
-    if recipe == "cyclegan-cls" and real.num_classes != 2:
-        raise TailganError(
-            f"strategy {strategy} needs a binary task, the data has {real.num_classes} classes; pick two with "
-            "--pair A,B (and --pair-counts NA,NB), or use stargan-aug / stargan-alt"
-        )
+    recipe, mode = _check_joint(strategy, real)
     counts = real.counts()
     if min(counts) < 1:
         raise TailganError(f"strategy {strategy}: both classes need training images, got counts {counts}")
@@ -228,26 +240,14 @@ def train_joint(
         write_grid(method, Path(cfg.joint_grid_dir) / f"{strategy}_seed{seed}.png", seed)
     if select.best["state"] is not None:
         c.load_state_dict(select.best["state"])
-        selected = select.best["step"]
-    else:
-        selected = steps
     c.eval()
     record = {
         "steps": steps,
-        "selected_step": selected,
+        "selected_step": select.best["step"] if select.best["state"] is not None else steps,
         "valid_acsa": select.best["acsa"] if evaluate is not None else None,
         "tau": None,
         "history": select.history,
-        "joint": {
-            "recipe": recipe,
-            "mode": mode,
-            "recipe_options": overrides,
-            "gan_updates": method.total_gan_updates(),
-            "classifier_lr": cls_lr,
-            "precision": precision.name,
-            **({"gamma": method.gamma, "class_a": method.options.class_a, "class_b": method.options.class_b}
-               if recipe == "cyclegan-cls" else {"targets": method.targets.tolist()}),
-        },
+        "joint": _joint_record(method, recipe, mode, overrides, cls_lr, precision.name),
     }
     return c, record
 

@@ -20,37 +20,21 @@ folder. ``gan+S`` / ``folder+S`` combine synthetic images with any loss or predi
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-from imblearn.over_sampling import SMOTE, RandomOverSampler
-from imblearn.under_sampling import RandomUnderSampler
-
+from tailgan.classify.parts import (  # noqa: F401  (re-exported: the strategies' building blocks)
+    Parts,
+    classical_parts,
+    prior_adjust,
+    resample_indices,
+    smote_images,
+    threshold_shift,
+)
 from tailgan.errors import TailganError
 
-# The seeds' classical baselines plus focal and LDAM-DRW; "all" on the command line means these.
-CLASSICAL_STRATEGIES = (
-    "vanilla",
-    "ts",
-    "cs",
-    "us",
-    "os",
-    "us+cs",
-    "os+cs",
-    "smote",
-    "cbl",
-    "cbl-sigmoid",
-    "cbl-focal",
-    "focal",
-    "ldam-drw",
-    "la",
-    "la-posthoc",
-    "balanced-softmax",
-    "ce-drw",
-)
+# the classical strategies (tailgan.classify.parts: CLASSICAL and every registered loss); "all" means these
+CLASSICAL_STRATEGIES = tuple(classical_parts())
 SYNTHETIC_STRATEGIES = ("gan", "folder")
 # a classifier trained with a translator: a CycleGAN between two classes (binary tasks) or a StarGAN-style
 # translator into the tail classes (K classes)
@@ -60,24 +44,15 @@ TRANSFER_STRATEGIES = ("original", "finetune", "delta", "dfg")
 STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES + TRANSFER_STRATEGIES
 # what synthetic images can be combined with: losses and prediction rules, not resamplers (the synthetic
 # images already rebalance the classes, and a resampler would duplicate or drop them blindly)
-COMBINABLE = tuple(s for s in CLASSICAL_STRATEGIES if s not in ("us", "os", "us+cs", "os+cs", "smote"))
+COMBINABLE = tuple(name for name, parts in classical_parts().items() if parts.sampler == "none")
 
-_SAMPLER = {"us": "us", "os": "os", "us+cs": "us-half", "os+cs": "os-half", "smote": "smote"}
-_LOSS = {
-    "cs": "cs",
-    "us+cs": "cs",
-    "os+cs": "cs",
-    "cbl": "cbl",
-    "cbl-sigmoid": "cbl",
-    "cbl-focal": "cbl",
-    "focal": "focal",
-    "ldam-drw": "ldam-drw",
-    "la": "la",
-    "balanced-softmax": "balanced-softmax",
-    "ce-drw": "ce-drw",
-}
-_ADJUST = {"ts": "ts", "la-posthoc": "la-posthoc"}
-_CB_TYPE = {"cbl": "softmax", "cbl-sigmoid": "sigmoid", "cbl-focal": "focal"}
+
+def _combinable() -> tuple[str, ...]:  # as COMBINABLE, with losses registered after import
+    return tuple(name for name, parts in classical_parts().items() if parts.sampler == "none")
+
+
+def _known() -> tuple[str, ...]:  # as STRATEGIES, with losses registered after import
+    return tuple(classical_parts()) + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES + TRANSFER_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -103,6 +78,11 @@ class Strategy:
     transfer: bool = False  # original / finetune / delta / dfg (tailgan.classify.transfer)
 
     @property
+    def generative(self) -> bool:
+        """Whether generated images (synthetic or translated) take part: the table's generative rows."""
+        return self.synthetic is not None or self.joint is not None
+
+    @property
     def threshold_shift(self) -> bool:
         """Whether posteriors are divided by the training priors at prediction (TS)."""
         return self.adjust == "ts"
@@ -125,10 +105,10 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     if head in SYNTHETIC_STRATEGIES:
         synthetic = head
         if plus:
-            if rest.partition(":")[0] not in COMBINABLE:
+            if rest.partition(":")[0] not in _combinable():
                 raise TailganError(
                     f"strategy {name!r}: {head} combines with a loss or prediction strategy "
-                    f"({', '.join(COMBINABLE)}), e.g. {head}+la"
+                    f"({', '.join(_combinable())}), e.g. {head}+la"
                 )
             full_rest = rest
         else:
@@ -136,12 +116,12 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     else:
         full_rest = full
     base, _, suffix = full_rest.partition(":")
-    if base not in STRATEGIES or base in SYNTHETIC_STRATEGIES and synthetic is not None:
+    if base not in _known() or base in SYNTHETIC_STRATEGIES and synthetic is not None:
         raise TailganError(
-            f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)} or gan+S / folder+S (e.g. gan+la)"
+            f"unknown strategy {name!r}; use one of {', '.join(_known())} or gan+S / folder+S (e.g. gan+la)"
         )
     if suffix:
-        if base not in _CB_TYPE:
+        if classical_parts().get(base, Parts()).loss != "cbl":
             raise TailganError(f"strategy {name!r}: only cbl, cbl-sigmoid and cbl-focal take ':beta'")
         try:
             beta = float(suffix)
@@ -150,126 +130,19 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     beta = 0.9999 if beta is None else beta
     if not 0.0 <= beta < 1.0:
         raise TailganError(f"strategy {name!r}: beta={beta} must be in [0, 1) (the paper uses 0.9 ... 0.9999)")
-    return Strategy(
-        name=full,
-        sampler=_SAMPLER.get(base, "none"),
-        loss=_LOSS.get(base, "ce"),
-        cb_loss_type=_CB_TYPE.get(base, "softmax"),
-        beta=beta,
-        adjust=_ADJUST.get(base, "none"),
-        synthetic=synthetic or (base if base in SYNTHETIC_STRATEGIES else None),
-    )
+    p = classical_parts().get(base, Parts())
+    synthetic = synthetic or (base if base in SYNTHETIC_STRATEGIES else None)
+    return Strategy(full, p.sampler, p.loss, p.cb_loss_type, beta, p.adjust, synthetic)
 
 
 def expand_strategies(spec: str) -> list[str]:
     """ "all" -> the classical strategies; otherwise a comma-separated list, each name checked."""
-    names = list(CLASSICAL_STRATEGIES) if spec.strip() == "all" else [s for s in spec.split(",") if s.strip()]
+    names = list(classical_parts()) if spec.strip() == "all" else [s for s in spec.split(",") if s.strip()]
     if not names:
         raise TailganError(f"--strategies {spec!r} names no strategy; use 'all' or e.g. vanilla,cs,smote")
     for s in names:
         parse_strategy(s)
     return [s.strip().lower() for s in names]
-
-
-def _as_numpy_labels(labels: torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
-    return np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
-
-
-def _half_way_targets(labels: np.ndarray, to: str) -> dict[int, int]:
-    """Per-class targets at the geometric mean of each count and the balanced count (min or max)."""
-    classes, counts = np.unique(labels, return_counts=True)
-    ref = counts.min() if to == "min" else counts.max()
-    return {int(c): int(round(math.sqrt(n * ref))) for c, n in zip(classes, counts)}
-
-
-def resample_indices(
-    labels: torch.Tensor | np.ndarray | Sequence[int], sampler: str, random_state: int = 0
-) -> np.ndarray:
-    """Indices into ``labels`` after random over- or under-sampling (imbalanced-learn).
-
-    - ``os``/``us``: RandomOverSampler / RandomUnderSampler to full balance (every class at the
-      largest / smallest count).
-    - ``os-half``/``us-half``: each class to the geometric mean of its count and that target, so a
-      later inverse-frequency loss weight corrects the other half of the imbalance (used by os+cs
-      and us+cs: with full resampling the weights would all be equal and CS would do nothing; the
-      seeds do not say how they split the two).
-    """
-    y = _as_numpy_labels(labels)
-    X = np.arange(len(y)).reshape(-1, 1)
-    if sampler == "os":
-        s = RandomOverSampler(random_state=random_state)
-    elif sampler == "us":
-        s = RandomUnderSampler(random_state=random_state)
-    elif sampler == "os-half":
-        s = RandomOverSampler(sampling_strategy=_half_way_targets(y, "max"), random_state=random_state)
-    elif sampler == "us-half":
-        s = RandomUnderSampler(sampling_strategy=_half_way_targets(y, "min"), random_state=random_state)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}; use os, us, os-half or us-half")
-    X_res, _ = s.fit_resample(X, y)
-    return X_res[:, 0]
-
-
-def smote_images(
-    images: torch.Tensor, labels: torch.Tensor, k_neighbors: int = 5, random_state: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Balance uint8 images (N, C, H, W) with imbalanced-learn's SMOTE on the flattened pixels.
-
-    Returns uint8 images and labels: the originals first, unchanged, then the interpolated ones
-    (rounded to the nearest pixel value). SMOTE needs k + 1 images in each class it over-samples:
-    a smaller class lowers k (with a warning); a class with a single image is an error.
-    """
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"smote_images expects uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    y = _as_numpy_labels(labels)
-    classes, counts = np.unique(y, return_counts=True)
-    minority = counts[counts < counts.max()]
-    if len(minority) == 0:
-        return images.clone(), torch.as_tensor(y)
-    smallest = int(minority.min())
-    if smallest < 2:
-        c = int(classes[counts == smallest][0])
-        raise TailganError(
-            f"SMOTE cannot over-sample class {c}: it has 1 image and SMOTE interpolates between "
-            "neighbours of the same class; use --strategy os instead, or give the class more images"
-        )
-    k = k_neighbors
-    if smallest - 1 < k:
-        k = smallest - 1
-        warnings.warn(
-            f"SMOTE: the smallest class has {smallest} images, fewer than "
-            f"k_neighbors + 1 = {k_neighbors + 1}; using k_neighbors={k}",
-            stacklevel=2,
-        )
-    shape = images.shape[1:]
-    X = images.reshape(len(images), -1).numpy().astype(np.float32)
-    X_res, y_res = SMOTE(k_neighbors=k, random_state=random_state).fit_resample(X, y)
-    out = torch.from_numpy(np.clip(np.rint(X_res), 0, 255).astype(np.uint8)).reshape(-1, *shape)
-    return out, torch.from_numpy(np.asarray(y_res, dtype=np.int64))
-
-
-def threshold_shift(probs: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
-    """Divide posteriors (N, C) by the training class priors (C,) and renormalise each row ("TS").
-
-    A classifier trained on data with priors pi estimates p(y|x) proportional to p(x|y) pi_y;
-    dividing by pi_y gives the posterior under uniform priors, which is what a balanced test set has.
-    """
-    priors = torch.as_tensor(priors, dtype=probs.dtype, device=probs.device)
-    if priors.shape != probs.shape[1:] or bool((priors <= 0).any()):
-        raise ValueError(f"priors must be {probs.shape[1]} positive values, got {priors.tolist()}")
-    adjusted = probs / priors
-    return adjusted / adjusted.sum(dim=1, keepdim=True)
-
-
-def prior_adjust(probs: torch.Tensor, priors: torch.Tensor, tau: float) -> torch.Tensor:
-    """Post-hoc logit adjustment (Menon et al. 2021, eq. 6) on posteriors: softmax(z - tau log pi).
-
-    With p = softmax(z) that is p / pi^tau, renormalised: tau = 1 is threshold shifting (TS), tau = 0
-    leaves the posteriors as they are.
-    """
-    if tau == 0:
-        return probs
-    return threshold_shift(probs, torch.as_tensor(priors, dtype=probs.dtype).pow(tau))
 
 
 def parse_synthetic(spec: str, num_classes: int | None = None) -> tuple[str, list[float]]:

@@ -25,8 +25,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tailgan.data import DataConfig, fit_images, load_data, to_float, to_uint8
+from tailgan.classify.strategies import synthetic_counts
+from tailgan.data import DataConfig, fit_images, load_data, to_uint8
 from tailgan.errors import TailganError
+from tailgan.nets.inference import predict
+from tailgan.registry import Registry
 
 AUGMENT_TOOL = "tailgan augment"
 
@@ -113,7 +116,6 @@ def load_synthetic_folder(
     return fit_images(images, like.shape[-1], like.shape[1]), labels
 
 
-@torch.no_grad()
 def class_probabilities(
     images: torch.Tensor,
     classifier: nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -121,16 +123,9 @@ def class_probabilities(
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Softmax of ``classifier``'s logits (N, K) for images (uint8, or float in [-1, 1])."""
-    if isinstance(classifier, nn.Module):
-        classifier.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size]
-        x = to_float(x) if x.dtype == torch.uint8 else x.float()
-        out.append(torch.softmax(classifier(x.to(device)).float(), dim=1).cpu())
-    if not out:
+    if len(images) == 0:
         raise TailganError("no images to score")
-    return torch.cat(out)
+    return torch.softmax(predict(classifier, images, device, batch_size), dim=1)
 
 
 def _per_class_rate(hit: torch.Tensor, labels: torch.Tensor, num_classes: int) -> list[float | None]:
@@ -218,3 +213,26 @@ def check_recognition(
         log(msg)
         warnings.warn(msg, stacklevel=2)
     return mean
+
+
+# a source of synthetic images: (real training part, config, seed, generator, folder) -> (images, labels, record)
+SOURCES: Registry[Callable[..., tuple[torch.Tensor, torch.Tensor, dict]]] = Registry("synthetic-image source")
+
+
+@SOURCES.register("gan")
+def _from_generator(real: Any, cfg: Any, seed: int, generator: Any, synthetic_dir: Any) -> tuple:
+    """``cfg.synthetic`` images for the classes ``cfg.synthetic_classes`` from a tailgan generator."""
+    if generator is None:
+        raise TailganError("strategy 'gan' needs a generator: pass --generator RUN (a tailgan training run)")
+    want = synthetic_counts(real.counts(), cfg.synthetic, cfg.synthetic_classes)
+    x, y = generate_synthetic(generator, want, real.images, seed)
+    return x, y, {"synthetic_requested": want}
+
+
+@SOURCES.register("folder")
+def _from_folder(real: Any, cfg: Any, seed: int, generator: Any, synthetic_dir: Any) -> tuple:
+    """The synthetic images of a folder (``tailgan augment``'s, or any class-per-folder layout)."""
+    if synthetic_dir is None:
+        raise TailganError("strategy 'folder' needs --synthetic-dir DIR (a folder of synthetic images)")
+    x, y = load_synthetic_folder(synthetic_dir, real.classes, real.images)
+    return x, y, {}

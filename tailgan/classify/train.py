@@ -22,55 +22,42 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from tailgan.classify.config import SYNTHETIC_FIELDS, ClassifyConfig, validated
 from tailgan.classify.joint import train_joint
-from tailgan.classify.metrics import classification_metrics
-from tailgan.classify.strategies import (
-    Strategy,
-    parse_strategy,
-    prior_adjust,
-    resample_indices,
-    smote_images,
-    synthetic_counts,
-)
+from tailgan.classify.metrics import score_test_set, tail_classes  # noqa: F401  (tail_classes: re-exported)
+from tailgan.classify.parts import LOSSES, RULES, SAMPLERS
+from tailgan.classify.strategies import Strategy, parse_strategy, prior_adjust
 from tailgan.classify.synthetic import (
+    SOURCES,
     check_recognition,
     filter_synthetic,
     generate_synthetic,
-    load_synthetic_folder,
     recognition_rates,
 )
-from tailgan.classify.transfer import TransferConfig, resolve_source, train_and_score_transfer
+from tailgan.classify.transfer import TransferConfig, fit_transfer, resolve_source, source_meta
 from tailgan.data import BatchStream, ImageSet, LongTailedData, to_float
 from tailgan.data.splits import carve_validation, split_validation
+from tailgan.engine.fit import eval_steps, fit, logits_loss
 from tailgan.errors import TailganError
-from tailgan.losses.classification import (
-    balanced_softmax_loss,
-    class_balanced_loss,
-    class_balanced_weights,
-    cross_entropy,
-    drw_cross_entropy,
-    drw_weights,
-    focal_loss,
-    inverse_frequency_weights,
-    ldam_loss,
-    ldam_margins,
-    logit_adjusted_loss,
-    weighted_cross_entropy,
-)
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
-from tailgan.nets.precision import COMPILE_MIN_STEPS, compile_decision, resolve_precision  # noqa: F401
+from tailgan.nets.inference import predict
+from tailgan.nets.precision import compile_decision
+from tailgan.registry import Registry
+from tailgan.scores import balanced_accuracy
 
 __all__ = [
+    "TRAINERS",
     "ClassifyConfig",
+    "Run",
     "StrategyLoss",
+    "Trained",
     "build_training_set",
     "init_model",
     "predict_proba",
@@ -80,104 +67,8 @@ __all__ = [
     "train_and_score",
     "train_classifier",
     "train_reference",
+    "trainer_kind",
 ]
-
-TAU_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-
-
-@dataclass
-class ClassifyConfig:
-    """Training settings shared by every strategy (defaults: LeNet-5 at a small CPU budget)."""
-
-    arch: str = "lenet5"  # lenet5 | resnet32 | resnet18
-    epochs: float = 20.0  # passes over the real long-tailed training part (same steps for every strategy)
-    steps: int | None = None  # optimizer steps; overrides epochs
-    batch_size: int = 128
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup: float = 0.05  # fraction of steps with a linear learning-rate ramp, then cosine decay to 0
-    valid_fraction: float = 0.1  # of each class, carved from the long-tailed training split
-    split_seed: int | None = None  # seed of the validation split; None: the training seed
-    evals: int = 10  # validation evaluations spread over training (model selection)
-    select: Literal["valid", "last"] = "valid"  # keep the best-on-validation checkpoint, or the last one
-    beta: float = 0.9999  # class-balanced loss beta (overridden by a "cbl:beta" strategy name)
-    focal_gamma: float = 1.0
-    ldam_max_margin: float = 0.5
-    ldam_scale: float = 30.0
-    drw_start: float = 0.8  # fraction of training after which LDAM-DRW and CE-DRW re-weight
-    la_tau: float = 1.0  # logit-adjusted loss temperature (Menon et al.)
-    tau_grid: tuple[float, ...] = TAU_GRID  # la-posthoc: candidate tau, chosen on the validation split
-    smote_k: int = 5
-    # synthetic images (gan / folder strategies)
-    synthetic: str = "fill"  # how many: fill | ratio:R | target:N[,N1,...] | add:N[,N1,...]
-    synthetic_classes: str = "all"  # which classes: all | below:N | a list of class indices "5,7,9"
-    synthetic_weight: float = 1.0  # a synthetic image counts as this many images in the loss
-    filter: float | None = None  # keep a synthetic image only if the reference classifier gives p(y) >= this
-    filter_rounds: int = 3  # generation rounds to make up for filtered-out images (gan only)
-    reference: str = "la"  # strategy of the reference classifier (trained on the real training part only)
-    guard: bool = True  # measure how often the reference recognises synthetic images; warn / refuse
-    guard_warn: float = 0.5  # mean recognition rate below which a loud warning is printed
-    guard_refuse: float | None = 0.15  # ... below which the run is refused (None: never)
-    finetune: Literal["none", "all", "head"] = "none"  # two-stage: then fine-tune on real images only
-    finetune_fraction: float = 0.2  # share of the step budget spent on the real-only stage
-    finetune_lr: float | None = None  # learning rate of that stage (default: lr / 10)
-    eval_batch_size: int = 1000
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast + channels-last where native
-    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile the network (auto: where measured to pay)
-    # cyclegan-aug / cyclegan-alt (tailgan.classify.joint)
-    joint_gan_steps: int = 1000  # CycleGAN updates before the classifier trains (aug: all of them; alt: warm-up)
-    joint_batch_size: int = 16  # real images per class in each CycleGAN / classifier update
-    # the classifier's batch in a joint strategy: "classifier" = batch_size real images per update (half per
-    # domain for the CycleGAN) and their translations, at lr, as every other strategy sees; "translator" =
-    # the translator's batch (joint_batch_size per class) at an lr scaled down to match (the first version)
-    joint_cls_batch: Literal["classifier", "translator"] = "classifier"
-    joint_options: tuple[str, ...] = ()  # more cyclegan-cls overrides, e.g. ("options.ngf=16",)
-    joint_grid_dir: str | None = None  # write the trained translator's grid there (<strategy>_seed<N>.png)
-    # original / finetune / delta / dfg (tailgan.classify.transfer)
-    source: str | None = None  # a source weights file, or a data spec to pre-train the source on (e.g. mnist)
-    source_root: str | None = None  # the source data's folder (default: the target data's root)
-    transfer_dir: str | None = None  # where the dfg runs live (<transfer_dir>/dfg_seed<N>; resumed)
-
-    def check(self) -> None:
-        """Refuse settings outside their range, naming the field and the range."""
-        ranges = {
-            "epochs": (self.epochs, 0.0, None, False),
-            "batch_size": (self.batch_size, 1, None, True),
-            "lr": (self.lr, 0.0, None, False),
-            "valid_fraction": (self.valid_fraction, 0.0, 1.0, False),
-            "evals": (self.evals, 1, None, True),
-            "la_tau": (self.la_tau, 0.0, None, True),
-            "synthetic_weight": (self.synthetic_weight, 0.0, None, True),
-            "finetune_fraction": (self.finetune_fraction, 0.0, 1.0, False),
-            "filter_rounds": (self.filter_rounds, 1, None, True),
-            "joint_gan_steps": (self.joint_gan_steps, 0, None, True),
-            "joint_batch_size": (self.joint_batch_size, 1, None, True),
-        }
-        for name, (v, lo, hi, lo_closed) in ranges.items():
-            if v < lo or (v == lo and not lo_closed) or (hi is not None and v >= hi):
-                bound = f"{'>=' if lo_closed else '>'} {lo}" + (f" and < {hi}" if hi is not None else "")
-                raise TailganError(f"classifier setting {name}={v} must be {bound}")
-        if self.steps is not None and self.steps < 1:
-            raise TailganError(f"classifier setting steps={self.steps} must be >= 1")
-        if self.filter is not None and not 0.0 <= self.filter <= 1.0:
-            raise TailganError(f"--filter {self.filter} must be a probability in [0, 1], e.g. 0.9")
-        if not self.tau_grid or any(t < 0 for t in self.tau_grid):
-            raise TailganError(f"tau_grid={self.tau_grid} must hold one or more values >= 0")
-        if self.finetune not in ("none", "all", "head"):
-            raise TailganError(f"--finetune {self.finetune!r} is unknown; use none, all or head")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise TailganError(f"classifier setting precision={self.precision!r} is unknown; use auto, fp32 or bf16")
-        if self.joint_cls_batch not in ("classifier", "translator"):
-            raise TailganError(f"joint_cls_batch={self.joint_cls_batch!r} is unknown; use classifier or translator")
-        if self.compile not in ("auto", "on", "off"):
-            raise TailganError(f"classifier setting compile={self.compile!r} is unknown; use auto, on or off")
-
-
-# What runs did before a ClassifyConfig field existed, where that differs from the field's default (reports
-# written then lack the field; tailgan.classify.bench.config_differences reads them with these values).
-BEFORE_FIELD = {"joint_cls_batch": "translator"}
 
 
 def build_training_set(
@@ -198,48 +89,40 @@ def build_training_set(
     """
     images, labels = real.images, real.labels
     info: dict = {"real_counts": real.counts()}
-    syn_x = syn_y = None
-    if strategy.synthetic == "gan":
-        if generator is None:
-            raise TailganError("strategy 'gan' needs a generator: pass --generator RUN (a tailgan training run)")
-        want = synthetic_counts(real.counts(), cfg.synthetic, cfg.synthetic_classes)
-        syn_x, syn_y = generate_synthetic(generator, want, images, seed)
-        info["synthetic_requested"] = want
-    elif strategy.synthetic == "folder":
-        if synthetic_dir is None:
-            raise TailganError("strategy 'folder' needs --synthetic-dir DIR (a folder of synthetic images)")
-        syn_x, syn_y = load_synthetic_folder(synthetic_dir, real.classes, images)
-    if syn_x is not None:
-        if reference is not None and len(syn_y) and cfg.guard:
-            rates = recognition_rates(syn_x, syn_y, reference, cfg.eval_batch_size)
-            info["recognition_rate"] = rates
-            info["recognition_mean"] = check_recognition(
-                rates, real.classes, cfg.guard_warn, cfg.guard_refuse, log=log
-            )
-        if cfg.filter is not None:
-            if reference is None:
-                raise TailganError("the synthetic-image filter needs a reference classifier trained on the real data")
-            syn_x, syn_y, info["filter_acceptance"] = _filtered(
-                syn_x, syn_y, reference, cfg, generator if strategy.synthetic == "gan" else None, info, seed
-            )
-            rates = ", ".join("-" if a is None else f"{a:.2f}" for a in info["filter_acceptance"])
-            log(
-                f"filter (p >= {cfg.filter:g}): kept {len(syn_y)} of {info['synthetic_scored']} synthetic "
-                f"images; acceptance per class: {rates}"
-            )
+    if strategy.synthetic is not None:
+        syn_x, syn_y, record = SOURCES.get(strategy.synthetic)(real, cfg, seed, generator, synthetic_dir)
+        info.update(record)
+        syn_x, syn_y = _judged(syn_x, syn_y, real, strategy, cfg, seed, generator, reference, info, log)
         info["synthetic_counts"] = torch.bincount(syn_y, minlength=real.num_classes).tolist()
         images, labels = torch.cat([images, syn_x]), torch.cat([labels, syn_y])
     synthetic = torch.zeros(len(labels), dtype=torch.bool)
     synthetic[len(real) :] = True
-    if strategy.sampler == "smote":
-        n = len(labels)
-        images, labels = smote_images(images, labels, k_neighbors=cfg.smote_k, random_state=seed)
-        synthetic = torch.cat([synthetic, torch.zeros(len(labels) - n, dtype=torch.bool)])
-    elif strategy.sampler != "none":
-        idx = torch.from_numpy(resample_indices(labels, strategy.sampler, random_state=seed))
-        images, labels, synthetic = images[idx], labels[idx], synthetic[idx]
+    images, labels, synthetic = SAMPLERS.get(strategy.sampler)(images, labels, synthetic, cfg, seed)
     info["train_counts"] = torch.bincount(labels, minlength=real.num_classes).tolist()
     return images, labels, synthetic, info
+
+
+def _judged(
+    syn_x: torch.Tensor, syn_y: torch.Tensor, real: ImageSet, strategy: Strategy, cfg: ClassifyConfig, seed: int,
+    generator: Any, reference: nn.Module | None, info: dict, log: Callable[[str], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guard (how often ``reference`` recognises the synthetic images) and the filter (``cfg.filter``);
+    their records are added to ``info``."""  # fmt: skip
+    if reference is not None and len(syn_y) and cfg.guard:
+        rates = recognition_rates(syn_x, syn_y, reference, cfg.eval_batch_size)
+        info["recognition_rate"] = rates
+        info["recognition_mean"] = check_recognition(rates, real.classes, cfg.guard_warn, cfg.guard_refuse, log=log)
+    if cfg.filter is None:
+        return syn_x, syn_y
+    if reference is None:
+        raise TailganError("the synthetic-image filter needs a reference classifier trained on the real data")
+    syn_x, syn_y, info["filter_acceptance"] = _filtered(
+        syn_x, syn_y, reference, cfg, generator if strategy.synthetic == "gan" else None, info, seed
+    )
+    rates = ", ".join("-" if a is None else f"{a:.2f}" for a in info["filter_acceptance"])
+    log(f"filter (p >= {cfg.filter:g}): kept {len(syn_y)} of {info['synthetic_scored']} synthetic images; "
+        f"acceptance per class: {rates}")  # fmt: skip
+    return syn_x, syn_y
 
 
 def _filtered(
@@ -287,40 +170,12 @@ class StrategyLoss:
 
     def __init__(self, strategy: Strategy, counts: Sequence[float], cfg: ClassifyConfig) -> None:
         self.strategy, self.cfg, self.counts = strategy, cfg, list(counts)
-        self.weights = None
-        if strategy.loss == "cs":
-            self.weights = inverse_frequency_weights(self.counts)
-        elif strategy.loss == "cbl":
-            self.weights = class_balanced_weights(self.counts, strategy.beta)
-        elif strategy.loss == "ldam-drw":
-            self.margins = ldam_margins(self.counts, cfg.ldam_max_margin)
+        self.loss = LOSSES.get(strategy.loss)(self.counts, cfg, strategy)  # tailgan.classify.parts
 
     def __call__(
-        self,
-        logits: torch.Tensor,
-        labels: torch.Tensor,
-        progress: float,
-        sample_weight: torch.Tensor | None = None,
+        self, logits: torch.Tensor, labels: torch.Tensor, progress: float, sample_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        loss, cfg, s = self.strategy.loss, self.cfg, sample_weight
-        if loss == "ce":
-            return cross_entropy(logits, labels, s)
-        if loss == "cs":
-            return weighted_cross_entropy(logits, labels, self.weights, s)
-        if loss == "cbl":
-            return class_balanced_loss(logits, labels, self.weights, self.strategy.cb_loss_type, cfg.focal_gamma, s)
-        if loss == "focal":
-            return focal_loss(logits, labels, cfg.focal_gamma, sample_weight=s)
-        if loss == "la":
-            return logit_adjusted_loss(logits, labels, self.counts, cfg.la_tau, s)
-        if loss == "balanced-softmax":
-            return balanced_softmax_loss(logits, labels, self.counts, s)
-        if loss == "ce-drw":
-            return drw_cross_entropy(logits, labels, self.counts, progress, cfg.drw_start, sample_weight=s)
-        if loss == "ldam-drw":
-            w = drw_weights(self.counts, progress, cfg.drw_start)
-            return ldam_loss(logits, labels, self.margins, cfg.ldam_scale, w, s)
-        raise ValueError(f"unknown loss {loss!r}")
+        return self.loss(logits, labels, progress, sample_weight)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities (rows sum to 1) from the logits this loss was trained with."""
@@ -350,7 +205,6 @@ class Scorer(nn.Module):
         return torch.log(p.clamp_min(1e-30))
 
 
-@torch.no_grad()
 def predict_proba(
     model: nn.Module,
     images: torch.Tensor,
@@ -362,12 +216,9 @@ def predict_proba(
 ) -> torch.Tensor:
     """Class probabilities (N, C) for uint8 images; divided by ``priors ** tau`` when priors are given
     (``tau = 1``: threshold shifting; other tau: post-hoc logit adjustment)."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_float(images[i : i + batch_size]).to(device)
-        out.append(loss.probabilities(model(x).float()).cpu())
-    probs = torch.cat(out) if out else torch.zeros(0, len(loss.counts))
+    if len(images) == 0:
+        return torch.zeros(0, len(loss.counts))
+    probs = loss.probabilities(predict(model, images, device, batch_size))
     return prior_adjust(probs, priors, tau) if priors is not None else probs
 
 
@@ -409,22 +260,17 @@ def _lr_factor(step: int, total: int, warmup: float) -> float:
 
 
 def _best_tau(
-    probs: torch.Tensor, labels: torch.Tensor, priors: torch.Tensor | None, taus: Sequence[float], num_classes: int
+    probs: torch.Tensor, labels: torch.Tensor, priors: torch.Tensor | None, taus: Sequence[float]
 ) -> tuple[float, float | None]:
     """(validation ACSA, tau) of the best prior exponent; ties go to the first tau of the grid."""
     if priors is None:
-        return balanced_acsa(labels, probs.argmax(1), num_classes), None
+        return balanced_accuracy(labels, probs.argmax(1)), None
     best = (-1.0, None)
     for tau in taus:
-        acsa = balanced_acsa(labels, prior_adjust(probs, priors, tau).argmax(1), num_classes)
+        acsa = balanced_accuracy(labels, prior_adjust(probs, priors, tau).argmax(1))
         if acsa > best[0]:
             best = (acsa, float(tau))
     return best
-
-
-def balanced_acsa(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> float:
-    """ACSA (mean per-class recall) over the classes present in ``y_true``."""
-    return classification_metrics(y_true, y_pred, None, num_classes, minority_class=0)["acsa"]
 
 
 # torch.compile of a classifier on the CPU (benchmarks/results/compile_speed.md, one thread): ResNet-32 steps
@@ -460,132 +306,61 @@ def train_classifier(
     lr: float | None = None,
     precision: str | None = None,
 ) -> tuple[nn.Module, StrategyLoss, dict]:
-    """Train on uint8 ``images``/``labels`` for ``steps``; keep the checkpoint with the best validation ACSA.
+    """Train on uint8 ``images``/``labels`` for ``steps`` (:func:`tailgan.engine.fit.fit`), keeping the state with
+    the best validation ACSA. ``priors`` (C,) are divided out at prediction to the power tau, the best of ``taus``
+    on validation (``(1.0,)``: TS). ``counts``: what the loss corrects for (default: ``labels``'); ``sample_weights``
+    (N,): per-image loss weights; ``model``: fine-tune a copy of it, kept unless a fine-tuned state beats it on
+    validation (``head_only``: only ``fc`` trains); ``lr``, ``precision``: default ``cfg``'s.
 
-    - ``priors`` (C,) are divided out of the posteriors at prediction, raised to the power tau; with
-      several ``taus`` the best one on validation is chosen at each evaluation (``la-posthoc``);
-      ``(1.0,)`` is threshold shifting (``ts``).
-    - ``counts``: the class counts the loss corrects for (default: those of ``labels``).
-    - ``sample_weights`` (N,): per-image weights in the loss (synthetic images).
-    - ``model``: start from a copy of this network (fine-tuning; default: :func:`init_model`);
-      ``head_only`` trains only its final layer ``fc`` (the rest stays frozen, in eval mode).
-    - ``lr``: the peak learning rate (default ``cfg.lr``).
-    - ``precision``: "auto" (bf16 autocast + channels-last where the hardware has native bf16, else fp32),
-      "fp32" (exact) or "bf16" (default ``cfg.precision``); forward passes run under the autocast, the loss
-      and its reduction in fp32, evaluation in fp32.
-
-    Returns the model (on ``device``, in eval mode), the loss (which also turns logits into
-    probabilities) and a record of the run (``first_loss``: the loss of step 1, before any update;
-    ``tau``: the prior exponent to predict with, None without priors).
-    """
-    if steps < 1:
-        raise TailganError(f"steps={steps}: train for at least one step")
+    Returns the model (eval mode), the loss (it also gives probabilities) and the record (``tau``: the exponent
+    to predict with, None without priors)."""
     counts = torch.bincount(labels, minlength=num_classes).tolist() if counts is None else list(counts)
-    loss_fn = StrategyLoss(strategy, counts, cfg)
-    if model is None:
-        model = init_model(strategy, cfg, num_classes, images.shape[1], seed)
-    else:
-        model = copy.deepcopy(model)
-    model.to(device)
-    prec, _ = resolve_precision(cfg.precision if precision is None else precision, torch.device(device))
-    prec.module(model)
+    loss_fn, start = StrategyLoss(strategy, counts, cfg), model
+    model = init_model(strategy, cfg, num_classes, images.shape[1], seed) if start is None else copy.deepcopy(model)
     compiled, note = resolve_compile(cfg.compile, cfg.arch, steps, torch.device(device))
     if note:
         print(note, flush=True)
-    # the training forward runs compiled; evaluation, selection and the returned model stay the eager network
-    # (same parameters), so eval mode costs no second compile and the state dict keeps its keys
-    forward = torch.compile(model) if compiled else model
-    scaler = torch.amp.GradScaler(prec.device_type) if prec.needs_scaler else None  # fp16 (auto on some GPUs)
-    if head_only:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("fc."))
-    opt = _optimizer(model, strategy, cfg, cfg.lr if lr is None else lr, head_only)
+    opt = _optimizer(model.to(device), strategy, cfg, cfg.lr if lr is None else lr, head_only)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, cfg.warmup))
     stream = BatchStream(labels, min(cfg.batch_size, len(labels)), seed=seed)
-    eval_at = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int)[1:].tolist()) | {steps}
-    best = {"acsa": -1.0, "step": 0, "state": None, "tau": None}
-    history = []
-    first_loss = None
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        model.train()
-        if head_only:  # frozen body: no batch-norm statistics updates either
-            model.eval()
-            model.fc.train()
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         idx = stream.next()
-        x, y = prec.tensor(to_float(images[idx]).to(device)), labels[idx].to(device)
-        s = None if sample_weights is None else sample_weights[idx].to(device)
-        with prec.autocast():
-            logits = forward(x)
-        loss = loss_fn(logits.float(), y, (step - 1) / steps, s)  # the loss and its reduction in fp32
-        if not torch.isfinite(loss):
-            raise TailganError(f"the {strategy.name} loss became {loss.item()} at step {step}; lower --lr")
-        if first_loss is None:
-            first_loss = loss.item()
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        sched.step()
-        if step in eval_at and cfg.select == "valid":
-            probs = predict_proba(model, valid.images, loss_fn, None, device, cfg.eval_batch_size)
-            acsa, tau = _best_tau(probs, valid.labels, priors, taus, num_classes)
-            history.append({"step": step, "loss": loss.item(), "valid_acsa": acsa, "tau": tau})
-            if acsa > best["acsa"]:
-                best = {"acsa": acsa, "step": step, "state": copy.deepcopy(model.state_dict()), "tau": tau}
-    if cfg.select == "valid" and best["state"] is not None:
-        model.load_state_dict(best["state"])
-    else:
-        # no validation: a fixed exponent (the first of the grid that is 1, i.e. TS, else the first)
-        best["step"] = steps
-        best["tau"] = None if priors is None else (1.0 if 1.0 in taus else float(taus[0]))
-    model.eval()
-    record = {
-        "steps": steps,
-        "selected_step": best["step"],
-        "valid_acsa": best["acsa"] if cfg.select == "valid" else None,
-        "tau": best["tau"],
-        "first_loss": first_loss,
-        "history": history,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-        "precision": prec.name,
-        "compiled": compiled,
-    }
+        w = None if sample_weights is None else sample_weights[idx].to(device)
+        return to_float(images[idx]).to(device), labels[idx].to(device), w
+
+    def evaluate(net: nn.Module) -> dict:
+        probs = predict_proba(net, valid.images, loss_fn, None, device, cfg.eval_batch_size)
+        acsa, tau = _best_tau(probs, valid.labels, priors, taus)
+        return {"valid_acsa": acsa, "tau": tau}
+
+    model, record = fit(
+        model, batch, logits_loss(loss_fn), opt, steps, scheduler=sched, device=device,
+        precision=cfg.precision if precision is None else precision, compile=compiled, head="fc" if head_only else None,
+        evaluate=evaluate if cfg.select == "valid" else None, eval_at=eval_steps(steps, cfg.evals),
+        keep_start=start is not None, name=strategy.name,
+    )  # fmt: skip
+    best = record.pop("best")
+    if best is not None:
+        record.update(valid_acsa=best["valid_acsa"], tau=best["tau"])
+    else:  # no validation: a fixed exponent (the first of the grid that is 1, i.e. TS, else the first)
+        record.update(valid_acsa=None, tau=None if priors is None else (1.0 if 1.0 in taus else float(taus[0])))
     return model, loss_fn, record
 
 
 def resolve_steps(cfg: ClassifyConfig, n_real_train: int) -> int:
-    """Optimizer steps: ``cfg.steps``, else ``cfg.epochs`` passes over the real training part."""
+    """Optimizer steps: ``cfg.steps``, else ``cfg.epochs`` passes over the real training part (at least
+    ``cfg.min_steps``)."""
     if cfg.steps is not None:
         return int(cfg.steps)
-    if cfg.epochs <= 0:
-        raise TailganError(f"epochs={cfg.epochs} must be > 0")
-    return max(1, math.ceil(cfg.epochs * n_real_train / cfg.batch_size))
-
-
-def tail_classes(counts: list[int], k: int = 3) -> list[int]:
-    """The ``min(k, C - 1)`` classes with the fewest training images (ties: lower class index first)."""
-    k = min(k, len(counts) - 1)
-    return sorted(range(len(counts)), key=lambda c: (counts[c], c))[:k]
+    return max(cfg.min_steps, math.ceil(cfg.epochs * n_real_train / cfg.batch_size))
 
 
 def _prediction_rule(
     strategy: Strategy, counts: Sequence[float], cfg: ClassifyConfig
 ) -> tuple[torch.Tensor | None, tuple[float, ...]]:
-    """(priors, candidate tau) of a strategy's prediction rule."""
-    if strategy.adjust == "none":
-        return None, (1.0,)
-    n = torch.tensor(counts, dtype=torch.float32)
-    return n / n.sum(), ((1.0,) if strategy.adjust == "ts" else tuple(cfg.tau_grid))
-
-
-# the synthetic-data protocol's fields: the reference classifier (trained on real images only) ignores them
-SYNTHETIC_FIELDS = ("synthetic", "synthetic_classes", "synthetic_weight", "filter", "filter_rounds", "guard",
-                    "guard_warn", "guard_refuse", "finetune", "finetune_fraction", "finetune_lr")  # fmt: skip
+    """(priors, candidate tau) of a strategy's prediction rule (``tailgan.classify.parts.RULES``)."""
+    return RULES.get(strategy.adjust)(counts, cfg)
 
 
 def _reference_key(cfg: ClassifyConfig, real: ImageSet, split: dict, steps: int, seed: int, device: Any) -> str:
@@ -609,9 +384,191 @@ def train_reference(
     return Scorer(model, loss, priors, record["tau"] or 0.0).eval()
 
 
+@dataclass
+class Run:
+    """One seed of one strategy: what every trainer kind reads."""
+
+    data: LongTailedData
+    strategy: Strategy
+    seed: int
+    cfg: ClassifyConfig
+    device: Any = "cpu"
+    log: Callable[[str], None] = print
+    generator: Any = None
+    synthetic_dir: str | Path | None = None
+    reference: nn.Module | None = None
+    references: dict | None = None
+
+
+@dataclass
+class Trained:
+    """What a trainer kind hands back to be scored on the test set."""
+
+    probs: Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> class probabilities (the prediction rule's)
+    model: nn.Module | None  # the selected network (for ``keep_model``), None where there is no single one
+    record: dict  # steps, selected step, validation score, history, ...
+    real_counts: list[int]  # the real training part's counts (which classes are the tail)
+    info: dict  # counts, synthetic-image records, the validation split
+
+
+# a trainer kind: Run -> Trained (plain, two-stage, joint, transfer); ``trainer_kind`` picks one
+TRAINERS: Registry[Callable[[Run], Trained]] = Registry("trainer")
+
+
+def trainer_kind(strategy: Strategy, cfg: ClassifyConfig) -> str:
+    if strategy.transfer:
+        return "transfer"
+    if strategy.joint is not None:
+        return "joint"
+    return "plain" if cfg.finetune == "none" else "two-stage"
+
+
+def _split(run: Run) -> tuple[ImageSet, ImageSet, dict, int]:
+    """(real training part, validation part, split record, steps): the generator's held-out split for ``gan``."""
+    cfg, strat = run.cfg, run.strategy
+    fraction, split_seed = cfg.valid_fraction, run.seed if cfg.split_seed is None else cfg.split_seed
+    run_split = _generator_split(run.generator) if strat.synthetic == "gan" else None
+    if run_split is not None and cfg.split_seed is None:
+        # the generator held out a validation split: select on exactly that one, so it never saw it
+        fraction, split_seed = run_split["fraction"], run_split["seed"]
+    real, valid, split = carve_validation(run.data, fraction, split_seed)
+    if strat.synthetic == "gan":
+        check_generator_split(run.generator, split, run.log)
+    if cfg.select == "valid" and len(valid) == 0:
+        raise TailganError(
+            "no class has two training images, so no validation split can be carved for model selection; "
+            "use select='last' (--select last)"
+        )
+    return real, valid, split, resolve_steps(cfg, len(real))
+
+
+def _reference(run: Run, real: ImageSet, valid: ImageSet, split: dict, steps: int) -> nn.Module | None:
+    """The classifier that judges synthetic images (guard, filter), trained once per key in ``run.references``."""
+    cfg = run.cfg
+    if not run.strategy.synthetic or run.reference is not None or not (cfg.guard or cfg.filter is not None):
+        return run.reference
+    key = _reference_key(cfg, real, split, steps, run.seed, run.device)
+    reference = (run.references or {}).get(key)
+    if reference is None:
+        run.log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
+        reference = train_reference(real, valid, cfg, steps, run.seed, run.device)
+        if run.references is not None:
+            run.references[key] = reference
+    return reference
+
+
+def _first_stage(run: Run, real: ImageSet, valid: ImageSet, split: dict, steps: int, stage_steps: int) -> tuple:
+    """Training set -> loss counts and sample weights -> train: (model, loss, priors, record, info)."""
+    cfg, strat, k = run.cfg, run.strategy, run.data.num_classes
+    images, labels, synthetic, info = build_training_set(
+        real, strat, cfg, run.seed, run.generator, run.synthetic_dir, _reference(run, real, valid, split, steps),
+        run.log,
+    )  # fmt: skip
+    counts: list[float] = [float(n) for n in info["train_counts"]]
+    weights = None
+    if bool(synthetic.any()) and cfg.synthetic_weight != 1.0:
+        weights = torch.where(synthetic, cfg.synthetic_weight, 1.0)
+        syn = torch.bincount(labels[synthetic], minlength=k).double()
+        counts = (torch.bincount(labels[~synthetic], minlength=k).double() + cfg.synthetic_weight * syn).tolist()
+        info["effective_counts"] = counts
+    priors, taus = _prediction_rule(strat, counts, cfg)
+    model, loss_fn, record = train_classifier(
+        images, labels, valid, strat, cfg, k, stage_steps, run.seed, run.device, priors, taus=taus, counts=counts,
+        sample_weights=weights,
+    )  # fmt: skip
+    return model, loss_fn, priors, record, {**info, "valid_counts": valid.counts(), "valid_split": split}
+
+
+def _trained(run: Run, model: nn.Module, loss_fn: StrategyLoss, priors: Any, record: dict, real: ImageSet,
+             info: dict) -> Trained:  # fmt: skip
+    tau, bs = record["tau"] or 0.0, run.cfg.eval_batch_size
+    probs = lambda images: predict_proba(model, images, loss_fn, priors, run.device, bs, tau)  # noqa: E731
+    return Trained(probs, model, record, real.counts(), info)
+
+
+@TRAINERS.register("plain")
+def _plain(run: Run) -> Trained:
+    real, valid, split, steps = _split(run)
+    model, loss_fn, priors, record, info = _first_stage(run, real, valid, split, steps, steps)
+    return _trained(run, model, loss_fn, priors, record, real, info)
+
+
+@TRAINERS.register("two-stage")
+def _two_stage(run: Run) -> Trained:
+    """Real + synthetic images, then fine-tuning on the real ones only (``cfg.finetune``: all layers or the head),
+    which keeps the stage-1 network unless a fine-tuned one beats it on validation."""
+    cfg, strat = run.cfg, run.strategy
+    if not strat.synthetic:
+        raise TailganError(
+            f"--finetune fine-tunes on real images after training with synthetic ones; strategy {strat.name!r} "
+            "has none: use it with gan, gan+S, folder or folder+S"
+        )
+    real, valid, split, steps = _split(run)
+    steps2 = max(1, round(cfg.finetune_fraction * steps))
+    if steps - steps2 < 1:
+        raise TailganError(f"{steps} steps leave none for stage 1; give more steps or a lower finetune_fraction")
+    model, _, _, stage1, info = _first_stage(run, real, valid, split, steps, steps - steps2)
+    priors, taus = _prediction_rule(strat, real.counts(), cfg)  # stage 2 sees real images: their prior
+    model, loss_fn, record = train_classifier(
+        real.images, real.labels, valid, strat, cfg, run.data.num_classes, steps2, run.seed + 1, run.device, priors,
+        taus=taus, model=model, head_only=cfg.finetune == "head",
+        lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
+    )  # fmt: skip
+    # selected_step 0: no stage-2 network beat stage 1 on validation, so stage 1's is kept
+    record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2,
+              "stage": 1 if record["selected_step"] == 0 else 2}  # fmt: skip
+    return _trained(run, model, loss_fn, priors, record, real, info)
+
+
+@TRAINERS.register("joint")
+def _joint(run: Run) -> Trained:
+    """A translator trained with the classifier (tailgan.classify.joint); predictions: the softmax."""
+    cfg, device, bs = run.cfg, run.device, run.cfg.eval_batch_size
+    real, valid, split, steps = _split(run)
+
+    def valid_acsa(model: nn.Module) -> float:
+        return balanced_accuracy(valid.labels, predict(model, valid.images, device, bs).argmax(1))
+
+    model, record = train_joint(
+        real, valid, run.strategy.name, cfg, steps, run.seed, run.data, device,
+        evaluate=valid_acsa if cfg.select == "valid" else None, eval_at=eval_steps(steps, cfg.evals),
+        lr_factor=_lr_factor, log=run.log,
+    )  # fmt: skip
+    info = {"real_counts": real.counts(), "train_counts": real.counts(), "synthetic": "translated in every batch",
+            "valid_counts": valid.counts(), "valid_split": split}  # fmt: skip
+    probs = lambda images: torch.softmax(predict(model, images, device, bs), 1)  # noqa: E731
+    return Trained(probs, model, record, real.counts(), info)
+
+
+@TRAINERS.register("transfer")
+def _transfer(run: Run) -> Trained:
+    """The DFG family's rows (tailgan.classify.transfer), with this config's budget, batch and split."""
+    cfg, data, strategy = run.cfg, run.data, run.strategy.name
+    if strategy != "original" and not cfg.source:
+        raise TailganError(
+            f"strategy {strategy} transfers from a source network: give --source (a weights file, or a dataset "
+            "to pre-train it on, e.g. --source mnist)"
+        )
+    source = None
+    if strategy != "original":
+        root, channels = cfg.source_root or data.config.root, data.train.images.shape[1]
+        source = resolve_source(cfg.source, root=root, channels=channels, fit=data.config.fit, device=run.device,
+                                log=run.log)  # fmt: skip
+    out = Path(cfg.transfer_dir) / f"{strategy}_seed{run.seed}" if cfg.transfer_dir and strategy == "dfg" else None
+    steps = cfg.steps if cfg.steps is not None else TransferConfig.steps
+    tcfg = TransferConfig(steps=steps, batch_size=cfg.batch_size, valid_fraction=cfg.valid_fraction,
+                          split_seed=cfg.split_seed)  # fmt: skip
+    net, record, carved, split = fit_transfer(data, strategy, run.seed, tcfg, source, out, run.device)
+    probs = lambda images: torch.softmax(predict(net, images, run.device, tcfg.eval_batch_size), 1)  # noqa: E731
+    info = {"train_counts": carved.train.counts(), "valid_counts": carved.valid.counts(), "valid_split": split,
+            "source": None if source is None else {"path": str(source), **source_meta(source)},
+            "transfer_config": asdict(tcfg)}  # fmt: skip
+    return Trained(probs, None, record, carved.train.counts(), info)
+
+
 def train_and_score(
     data: LongTailedData,
-    strategy: str,
+    strategy: str | Strategy,
     seed: int = 0,
     config: ClassifyConfig | None = None,
     *,
@@ -624,7 +581,9 @@ def train_and_score(
     keep_model: Callable[[nn.Module], None] | None = None,
     **overrides: Any,
 ) -> dict:
-    """Train one classifier with ``strategy`` on ``data.train`` and score it on ``data.test`` (real images).
+    """Train one classifier with ``strategy`` (a name, or one :func:`parse_strategy` already parsed) on
+    ``data.train`` and score it on ``data.test`` (real images): split -> training set -> fit (the strategy's
+    trainer kind, ``TRAINERS``) -> score.
 
     ``generator`` is a loaded tailgan generator (``load_generator``) for the ``gan`` strategies;
     ``synthetic_dir`` a folder of synthetic images for ``folder``. With synthetic images and the guard
@@ -638,139 +597,22 @@ def train_and_score(
     ``keep_model(model)`` receives the selected classifier (e.g. to save it for ``tailgan explain``).
     """
     cfg = config or ClassifyConfig()
-    if overrides:
-        unknown = sorted(set(overrides) - set(asdict(cfg)))
-        if unknown:
-            raise TailganError(f"unknown classifier setting {unknown[0]!r}; valid: {', '.join(asdict(cfg))}")
-        cfg = ClassifyConfig(**{**asdict(cfg), **overrides})
-    cfg.check()
-    strat = parse_strategy(strategy, beta=cfg.beta)
+    unknown = sorted(set(overrides) - {f.name for f in fields(ClassifyConfig)})
+    if unknown:
+        raise TailganError(f"unknown classifier setting {unknown[0]!r}; valid: {', '.join(asdict(ClassifyConfig()))}")
+    cfg = validated(replace(cfg, **overrides))
+    strat = strategy if isinstance(strategy, Strategy) else parse_strategy(strategy, beta=cfg.beta)
     _warn_unused(strat, generator, synthetic_dir, cfg)
     if len(data.test) == 0:
         raise TailganError("the dataset has no test split to score on; use a source with a test split")
-    if strat.transfer:
-        return _train_and_score_transfer(data, strat.name, seed, cfg, device, log)
     t0 = time.perf_counter()
-    fraction, split_seed = cfg.valid_fraction, seed if cfg.split_seed is None else cfg.split_seed
-    run_split = _generator_split(generator) if strat.synthetic == "gan" else None
-    if run_split is not None and cfg.split_seed is None:
-        # the generator held out a validation split: select on exactly that one, so it never saw it
-        fraction, split_seed = run_split["fraction"], run_split["seed"]
-    real, valid, split = carve_validation(data, fraction, split_seed)
-    if strat.synthetic == "gan":
-        check_generator_split(generator, split, log)
-    if cfg.select == "valid" and len(valid) == 0:
-        raise TailganError(
-            "no class has two training images, so no validation split can be carved for model selection; "
-            "use select='last' (--select last)"
-        )
-    steps = resolve_steps(cfg, len(real))
-    if strat.joint is not None:
-        # a CycleGAN between the two classes trained with the classifier (tailgan.classify.joint)
-        loss_fn = StrategyLoss(parse_strategy("vanilla"), real.counts(), cfg)
-
-        def valid_acsa(model: nn.Module) -> float:
-            probs = predict_proba(model, valid.images, loss_fn, None, device, cfg.eval_batch_size)
-            return balanced_acsa(valid.labels, probs.argmax(1), data.num_classes)
-
-        eval_at = set(np.linspace(0, steps, cfg.evals + 1).round().astype(int)[1:].tolist()) | {steps}
-        model, record = train_joint(
-            real, valid, strat.name, cfg, steps, seed, data, device,
-            evaluate=valid_acsa if cfg.select == "valid" else None, eval_at=eval_at, lr_factor=_lr_factor, log=log,
-        )  # fmt: skip
-        record["train_seconds"] = round(time.perf_counter() - t0, 2)
-        info = {"real_counts": real.counts(), "train_counts": real.counts(), "synthetic": "translated in every batch"}
-        priors = None
-    else:
-        if strat.synthetic and reference is None and (cfg.guard or cfg.filter is not None):
-            key = _reference_key(cfg, real, split, steps, seed, device)
-            reference = (references or {}).get(key)
-            if reference is None:
-                log(f"training the reference classifier ({cfg.reference}) on the real training images ...")
-                reference = train_reference(real, valid, cfg, steps, seed, device)
-                if references is not None:
-                    references[key] = reference
-        images, labels, synthetic, info = build_training_set(
-            real, strat, cfg, seed, generator, synthetic_dir, reference=reference, log=log
-        )
-        counts: list[float] = [float(n) for n in info["train_counts"]]
-        weights = None
-        if bool(synthetic.any()) and cfg.synthetic_weight != 1.0:
-            weights = torch.where(synthetic, cfg.synthetic_weight, 1.0)
-            syn = torch.bincount(labels[synthetic], minlength=data.num_classes).double()
-            real_n = torch.bincount(labels[~synthetic], minlength=data.num_classes).double()
-            counts = (real_n + cfg.synthetic_weight * syn).tolist()
-            info["effective_counts"] = counts
-        two_stage = cfg.finetune != "none"
-        if two_stage and not strat.synthetic:
-            raise TailganError(
-                f"--finetune fine-tunes on real images after training with synthetic ones; strategy {strat.name!r} "
-                "has none: use it with gan, gan+S, folder or folder+S"
-            )
-        steps2 = max(1, round(cfg.finetune_fraction * steps)) if two_stage else 0
-        if two_stage and steps - steps2 < 1:
-            raise TailganError(
-                f"{steps} steps leave none for the first stage; give more steps or a lower finetune_fraction"
-            )
-        priors, taus = _prediction_rule(strat, counts, cfg)
-        model, loss_fn, record = train_classifier(
-            images, labels, valid, strat, cfg, data.num_classes, steps - steps2, seed, device, priors,
-            taus=taus, counts=counts, sample_weights=weights,
-        )
-        if two_stage:
-            # stage 2: real images only, from the selected stage-1 network; the prior is the real data's
-            priors, taus = _prediction_rule(strat, real.counts(), cfg)
-            stage1 = record
-            model, loss_fn, record = train_classifier(
-                real.images, real.labels, valid, strat, cfg, data.num_classes, steps2, seed + 1, device, priors,
-                taus=taus, model=model, head_only=cfg.finetune == "head",
-                lr=cfg.finetune_lr if cfg.finetune_lr is not None else cfg.lr / 10,
-            )
-            record = {**record, "steps": steps, "stage1": stage1, "finetune_steps": steps2}
-    if keep_model is not None:
-        keep_model(model)
-    probs = predict_proba(model, data.test.images, loss_fn, priors, device, cfg.eval_batch_size, record["tau"] or 0.0)
-    minority = int(np.argmin(real.counts()))
-    metrics = classification_metrics(data.test.labels, probs.argmax(1), probs, data.num_classes, minority)
-    tail = tail_classes(real.counts())
-    metrics["tail_classes"] = tail
-    metrics["tail_recall"] = float(np.mean([metrics["recall_per_class"][c] for c in tail]))
-    return {
-        "strategy": strat.name,
-        "seed": seed,
-        **metrics,
-        **info,
-        "valid_counts": valid.counts(),
-        "valid_split": split,
-        **record,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "config": asdict(cfg),
-    }
-
-
-def _train_and_score_transfer(
-    data: LongTailedData, strategy: str, seed: int, cfg: ClassifyConfig, device: Any, log: Callable[[str], None]
-) -> dict:
-    """The DFG family's rows through tailgan.classify.transfer, with this config's budget and split."""
-    if strategy != "original" and not cfg.source:
-        raise TailganError(
-            f"strategy {strategy} transfers from a source network: give --source (a weights file, or a dataset "
-            "to pre-train it on, e.g. --source mnist)"
-        )
-    source = None
-    if strategy != "original":
-        root = cfg.source_root or data.config.root
-        source = resolve_source(cfg.source, root=root, channels=data.train.images.shape[1], fit=data.config.fit,
-                                device=device, log=log)  # fmt: skip
-    out = Path(cfg.transfer_dir) / f"{strategy}_seed{seed}" if cfg.transfer_dir and strategy == "dfg" else None
-    steps = cfg.steps if cfg.steps is not None else TransferConfig.steps
-    result = train_and_score_transfer(
-        data, strategy, seed, source=source, out=out, device=device, log=log, steps=steps,
-        batch_size=cfg.batch_size, valid_fraction=cfg.valid_fraction, split_seed=cfg.split_seed,
-    )  # fmt: skip
-    result.setdefault("strategy", strategy)
-    result.setdefault("seed", seed)
-    return result
+    run = Run(data, strat, seed, cfg, device, log, generator, synthetic_dir, reference, references)
+    trained = TRAINERS.get(trainer_kind(strat, cfg))(run)
+    if keep_model is not None and trained.model is not None:
+        keep_model(trained.model)
+    metrics = score_test_set(data.test.labels, trained.probs(data.test.images), data.num_classes, trained.real_counts)
+    return {"strategy": strat.name, "seed": seed, **metrics, **trained.info, **trained.record,
+            "seconds": round(time.perf_counter() - t0, 2), "config": asdict(cfg)}  # fmt: skip
 
 
 def _generator_split(generator: Any) -> dict | None:

@@ -31,23 +31,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailgan.classify.metrics import classification_metrics
+from tailgan.classify.metrics import score_test_set
 from tailgan.config import from_dict, save_yaml, to_dict
 from tailgan.data import BatchStream, LongTailedData, load_data, to_float
 from tailgan.data.splits import carve_validation
 from tailgan.engine import Checkpoints, DataShape, DivergenceGuard, LastRecord, RunContext, RunLog, Trainer
 from tailgan.engine.config import TrainConfig, make_config, resolve_options
+from tailgan.engine.fit import fit
 from tailgan.engine.generator import build_method
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, load_checkpoint, save_checkpoint
 from tailgan.losses.dfg import classifier_channel_weights, classify_with_omega1, head_l2, regularizer_weights
 from tailgan.methods.dfg import FAITHFUL, classifier_scores
 from tailgan.nets.dfg import NATIVE_SIZE, SplitNet, build_source
+from tailgan.nets.inference import predict
 
 TRANSFER_STRATEGIES = ("original", "finetune", "delta", "dfg")
 SOURCE_VERSION = 1  # bump when the pre-training procedure changes: old cache entries are then not reused
@@ -94,13 +95,6 @@ def source_key(data: LongTailedData, cfg: SourceConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-@torch.no_grad()
-def _accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, device, batch: int = 500) -> float:
-    net.eval()
-    logits = torch.cat([net(to_float(images[i : i + batch]).to(device)).cpu() for i in range(0, len(images), batch)])
-    return float((logits.argmax(1) == labels).double().mean())
-
-
 def pretrain_source(
     data: LongTailedData, cfg: SourceConfig, device: str | torch.device = "cpu", log: Callable[[str], None] = print
 ) -> tuple[nn.Module, float]:
@@ -110,22 +104,17 @@ def pretrain_source(
         torch.manual_seed(cfg.seed)
         net = build_source(cfg.backbone, data.num_classes, data.train.images.shape[1]).network.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    stream = BatchStream(data.train.labels, min(cfg.batch_size, len(data.train)), seed=cfg.seed)
     steps = max(1, round(cfg.epochs * len(data.train) / cfg.batch_size))
     t0 = time.perf_counter()
-    net.train()
-    for step in range(1, steps + 1):
-        idx = stream.next()
-        x, y = to_float(data.train.images[idx]).to(device), data.train.labels[idx].to(device)
-        loss = F.cross_entropy(net(x), y)
-        if not torch.isfinite(loss):
-            raise TailganError(f"source pre-training diverged at step {step} (loss {loss.item()}); lower the lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def progress(step: int, loss: float) -> None:
         if step % 500 == 0 or step == steps:
-            log(f"source {cfg.backbone}: step {step}/{steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f} s)")
-    return net.eval(), _accuracy(net, data.test.images, data.test.labels, device)
+            log(f"source {cfg.backbone}: step {step}/{steps} loss {loss:.4f} ({time.perf_counter() - t0:.0f} s)")
+
+    net, _ = fit(net, _batches(data, cfg.batch_size, cfg.seed, device), _CE, opt, steps, device=device,
+                 on_step=progress, name="source pre-training")  # fmt: skip
+    pred = predict(net, data.test.images, device, 500).argmax(1)
+    return net, float((pred == data.test.labels).double().mean())
 
 
 def source_network(
@@ -280,43 +269,41 @@ def train_transfer(
     frozen = copy.deepcopy(net).eval().requires_grad_(False) if strategy == "delta" else None
     layers = DELTA_LAYERS[cfg.backbone]
     weights = delta_weights(frozen, data.train.images, data.train.labels, layers, cfg, seed) if frozen else []
-    opt = _optimizer(net.parameters(), cfg)
-    stream = BatchStream(data.train.labels, min(cfg.batch_size, len(data.train)), seed=seed)
-    best = {"value": -1.0, "step": 0, "state": None}
-    history, t0 = [], time.perf_counter()
-    for step in range(1, cfg.steps + 1):
-        net.train()
-        idx = stream.next()
-        x, y = to_float(data.train.images[idx]).to(device), data.train.labels[idx].to(device)
-        if frozen is not None:
+    loss = _CE
+    if frozen is not None:
+
+        def loss(forward, x, y, w, progress):  # DELTA: the network runs with its hooks, beside the frozen source
             logits, omega = classify_with_omega1(net, frozen, x, x, layers, weights)
             omega2 = head_l2(net.get_submodule(_FC[cfg.backbone]))
-            loss = F.cross_entropy(logits, y) + cfg.alpha * omega + cfg.beta * omega2
-        else:
-            loss = F.cross_entropy(net(x), y)
-        if not torch.isfinite(loss):
-            raise TailganError(f"the {strategy} loss became {loss.item()} at step {step}; lower the lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            valid_logits = _logits(net, data.valid.images, device, cfg.eval_batch_size)
-            scores = classifier_scores(valid_logits, data.valid.labels, k)
-            history.append({"step": step, "loss": loss.item(), **{f"valid_{m}": v for m, v in scores.items()}})
-            if scores[cfg.select_metric] > best["value"]:
-                best = {"value": scores[cfg.select_metric], "step": step, "state": copy.deepcopy(net.state_dict())}
-    net.load_state_dict(best["state"])
-    record = {"steps": cfg.steps, "selected_step": best["step"], f"valid_{cfg.select_metric}": best["value"],
-              "history": history, "train_seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-    return net.eval(), record
+            return F.cross_entropy(logits, y) + cfg.alpha * omega + cfg.beta * omega2
+
+    def evaluate(model: nn.Module) -> dict:
+        scores = classifier_scores(predict(model, data.valid.images, device, cfg.eval_batch_size), data.valid.labels, k)
+        return {f"valid_{m}": v for m, v in scores.items()}
+
+    eval_at = {s for s in range(1, cfg.steps + 1) if s % cfg.eval_every == 0} | {cfg.steps}
+    net, record = fit(
+        net, _batches(data, cfg.batch_size, seed, device), loss, _optimizer(net.parameters(), cfg), cfg.steps,
+        device=device, evaluate=evaluate, metric=f"valid_{cfg.select_metric}", eval_at=eval_at, name=strategy,
+    )  # fmt: skip
+    key = f"valid_{cfg.select_metric}"
+    keep = ("steps", "selected_step", "history", "train_seconds")
+    return net, {**{k: record[k] for k in keep}, key: record["best"][key]}
 
 
-@torch.no_grad()
-def _logits(net: Callable, images: torch.Tensor, device, batch: int) -> torch.Tensor:
-    if isinstance(net, nn.Module):
-        net.eval()
-    chunks = [net(to_float(images[i : i + batch]).to(device)).float().cpu() for i in range(0, len(images), batch)]
-    return torch.cat(chunks)
+def _CE(forward, x, y, w, progress) -> torch.Tensor:
+    return F.cross_entropy(forward(x), y)
+
+
+def _batches(data: LongTailedData, batch_size: int, seed: int, device) -> Callable:
+    """batch(step) of :func:`tailgan.engine.fit.fit`: seeded batches of ``data.train``."""
+    stream = BatchStream(data.train.labels, min(batch_size, len(data.train)), seed=seed)
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, None]:
+        idx = stream.next()
+        return to_float(data.train.images[idx]).to(device), data.train.labels[idx].to(device), None
+
+    return batch
 
 
 def dfg_config(data: LongTailedData, source: str | os.PathLike, cfg: TransferConfig, seed: int) -> TrainConfig:
@@ -399,23 +386,9 @@ def train_and_score_transfer(
     if strategy not in TRANSFER_STRATEGIES:
         raise TailganError(f"unknown transfer strategy {strategy!r}; use one of {', '.join(TRANSFER_STRATEGIES)}")
     t0 = time.perf_counter()
-    carved, split = carve(data, cfg, seed)
-    k = data.num_classes
-    if strategy == "dfg":
-        if source is None or out is None:
-            raise TailganError("strategy dfg needs a source network (--source) and a run folder (--out)")
-        method, last = train_dfg(carved, source, cfg, seed, out, device)
-        selected = method.selected()
-        record = {"steps": cfg.steps, "selected_step": method.best["step"] if method.best else cfg.steps,
-                  f"valid_{cfg.select_metric}": method.best["value"] if method.best else None,
-                  "run": str(out), "last_record": last}  # fmt: skip
-        net = nn.Sequential(selected.extractor, selected.classifier)
-    else:
-        net, record = train_transfer(carved, strategy, source, cfg, seed, device)
-    logits = _logits(net, data.test.images, device, cfg.eval_batch_size)
-    probs = torch.softmax(logits, 1)
-    minority = int(np.argmin(carved.train.counts()))
-    metrics = classification_metrics(data.test.labels, probs.argmax(1), probs, k, minority)
+    net, record, carved, split = fit_transfer(data, strategy, seed, cfg, source, out, device)
+    probs = torch.softmax(predict(net, data.test.images, device, cfg.eval_batch_size), 1)
+    metrics = score_test_set(data.test.labels, probs, data.num_classes, carved.train.counts())
     result = {
         "strategy": strategy,
         "seed": seed,
@@ -432,6 +405,30 @@ def train_and_score_transfer(
     return result
 
 
+def fit_transfer(
+    data: LongTailedData,
+    strategy: str,
+    seed: int,
+    cfg: TransferConfig,
+    source: str | os.PathLike | None,
+    out: str | os.PathLike | None,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict, LongTailedData, dict]:
+    """The selected network of a transfer strategy, its record, the carved data and the split record."""
+    carved, split = carve(data, cfg, seed)
+    if strategy != "dfg":
+        net, record = train_transfer(carved, strategy, source, cfg, seed, device)
+        return net, record, carved, split
+    if source is None or out is None:
+        raise TailganError("strategy dfg needs a source network (--source) and a run folder (--out)")
+    method, last = train_dfg(carved, source, cfg, seed, out, device)
+    selected = method.selected()
+    record = {"steps": cfg.steps, "selected_step": method.best["step"] if method.best else cfg.steps,
+              f"valid_{cfg.select_metric}": method.best["value"] if method.best else None,
+              "run": str(out), "last_record": last}  # fmt: skip
+    return nn.Sequential(selected.extractor, selected.classifier), record, carved, split
+
+
 def write_result(result: dict, path: str | os.PathLike) -> None:
     """The JSON record of :func:`train_and_score_transfer` written atomically."""
     atomic_write_json(path, result)
@@ -445,6 +442,7 @@ __all__ = [
     "cache_dir",
     "carve",
     "delta_weights",
+    "fit_transfer",
     "dfg_config",
     "pretrain_source",
     "resolve_source",

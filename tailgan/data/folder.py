@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tailgan.data.images import ImageSet, fit_images
 from tailgan.errors import TailganError
-from tailgan.outputs import check_not_inside, remove_stale_temp, temp_name
+from tailgan.outputs import claim_output, make_temp_dir, remove_stale_temp, write_marker
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -166,19 +165,73 @@ def load_image_list(
     return ImageSet(torch.stack(tensors), torch.tensor([labels[i] for i in kept], dtype=torch.long), names)
 
 
-def _write_split(images: ImageSet, out: Path, split: str) -> None:
-    for c in range(images.num_classes):
-        (out / split / f"cls{c}").mkdir(parents=True, exist_ok=True)
-    arr = images.images.numpy()
-    for i, (img, y) in enumerate(zip(arr, images.labels.tolist())):
-        pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
-        pil.save(out / split / f"cls{y}" / f"{split}{i}.png", compress_level=1)
+class ImageFolderWriter:
+    """Writes an image folder in ECOGAN's layout ``OUT/<split>/cls<c>/<split><i>.png`` (lossless PNG) batch by
+    batch, so memory stays flat in the number of images.
 
+    The folder is built beside ``out`` and renamed into place by ``close``, so a failure (a full disk, a kill)
+    leaves nothing half written, and an existing ``out`` is replaced only by an output of the same ``kind``
+    with ``overwrite`` (:func:`tailgan.outputs.claim_output`); never one that overlaps a ``protected`` input.
+    The folder stays locked until ``close`` or ``abort``.
+    """
 
-def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty folder unless the user said --overwrite."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TailganError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
+    def __init__(self, out: str | Path, kind: str, overwrite: bool = False,
+                 protected: list[str | Path | None] = (), num_classes: int | None = None) -> None:  # fmt: skip
+        out = Path(out)
+        self.out = out.resolve() if out.is_symlink() and out.exists() else out
+        self.claim = claim_output(self.out, kind, overwrite, list(protected), in_place=False)
+        self.kind, self.counts = kind, {}
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp(self.out)
+            self.tmp = make_temp_dir(self.out)
+        except OSError as e:
+            self.claim.release()
+            raise self._error(e) from None
+        self.num_classes = num_classes
+
+    def _error(self, e: OSError) -> TailganError:
+        return TailganError(f"could not write {self.out}: {e.strerror or e} (is the disk full?); nothing was written "
+                            f"to {self.out}")  # fmt: skip
+
+    def write(self, split: str, images: torch.Tensor, labels: torch.Tensor, prefix: str | None = None) -> list[str]:
+        """Append uint8 (N, C, H, W) ``images`` of ``labels`` to ``split``; returns the files' relative paths."""
+        prefix = prefix or split
+        paths = []
+        try:
+            for c in range(self.num_classes or 0):
+                (self.tmp / split / f"cls{c}").mkdir(parents=True, exist_ok=True)
+            for img, y in zip(images.numpy(), labels.tolist()):
+                i = self.counts[(split, prefix)] = self.counts.get((split, prefix), -1) + 1
+                rel = f"{split}/cls{y}/{prefix}{i}.png"
+                (self.tmp / split / f"cls{y}").mkdir(parents=True, exist_ok=True)
+                pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
+                pil.save(self.tmp / rel, compress_level=1)
+                paths.append(rel)
+        except OSError as e:
+            self.abort()
+            raise self._error(e) from None
+        return paths
+
+    def close(self, classes: list[str], manifest: dict) -> Path:
+        """Write ``classes.json``, ``manifest.json`` and the marker, and move the folder into place."""
+        try:
+            (self.tmp / "classes.json").write_text(json.dumps(classes, indent=1))
+            (self.tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            write_marker(self.tmp, self.kind, complete=True)
+            replace_dir(self.tmp, self.out)
+        except OSError as e:
+            self.abort()
+            raise self._error(e) from None
+        except BaseException:
+            self.abort()
+            raise
+        self.claim.release()
+        return self.out
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.claim.release()
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
@@ -198,31 +251,19 @@ def export_image_sets(
     manifest: dict,
     overwrite: bool = False,
     protected: list[str | Path | None] = (),
+    kind: str = "export",
 ) -> Path:
-    """Write splits in ECOGAN's layout ``OUT/<split>/cls<c>/<split><i>.png`` (lossless PNG) + manifest.
-
-    The folder is built beside ``out`` and renamed into place at the end, so a failure leaves nothing half
-    written and an existing folder is replaced only with ``overwrite``; never one that overlaps a
-    ``protected`` input (a data root, a run folder). Temp folders of killed exports are removed.
-    """
-    out = Path(out)
-    check_not_inside(out, list(protected))
-    check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(out)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=temp_name(out)))
+    """Write splits in ECOGAN's layout ``OUT/<split>/cls<c>/<split><i>.png`` (lossless PNG) + manifest, through
+    :class:`ImageFolderWriter` (atomic, locked, replaces only an output of the same ``kind``)."""
+    classes = next(iter(splits.values())).classes if splits else []
+    writer = ImageFolderWriter(out, kind, overwrite, protected, num_classes=len(classes))
     try:
-        classes = None
         for split, images in splits.items():
-            _write_split(images, tmp, split)
-            classes = images.classes
-        (tmp / "classes.json").write_text(json.dumps(classes, indent=1))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        replace_dir(tmp, out)
+            writer.write(split, images.images, images.labels)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        writer.abort()
         raise
-    return out
+    return writer.close(list(classes), manifest)
 
 
 def class_names_file(root: Path, folder_names: list[str]) -> list[str]:

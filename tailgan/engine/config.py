@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tailgan.config import apply_overrides, bounded, from_dict, load_yaml, merge, to_dict
+from tailgan.config import apply_overrides, bounded, from_dict, load_yaml, merge, missing_key, to_dict
 from tailgan.data import DataConfig, resolve_data_config
 from tailgan.errors import TailganError
 from tailgan.methods import faithful_overrides, get_method, resolve_preset
@@ -37,6 +37,7 @@ class LossConfig:
     gp_weight: float = bounded(0.0, ge=0)  # gradient penalty weight (0: off)
     gp_alpha: Literal["uniform", "normal"] = "uniform"  # interpolation factor; "normal" is ECOGAN's code
     gp_autocast: bool = False  # the penalty's critic pass under the fast path's autocast (faster, ~1 % off)
+    gp_every: int = bounded(1, ge=1)  # lazy regularisation (StyleGAN2): the penalty every k-th D step, weight x k
     cond_lambda: float = bounded(1.0, ge=0)  # weight of the conditional (contrastive / classification) loss
     temperature: float = bounded(1.0, gt=0)
     m_p: float = bounded(0.98, ge=0, le=1)  # D2D-CE positive margin (m_n = 1 - m_p)
@@ -149,10 +150,41 @@ def make_config(
     return resolve_options(cfg)  # unknown method or option -> error now, not after loading data
 
 
-def load_run_config(run_dir: str | Path) -> TrainConfig:
+# Keys added to TrainConfig after runs were written without them, each with the value that reproduces how those
+# runs trained; a resumed run's config.yaml may lack these (and only these), everything else must be there.
+ADDED_KEYS = {"loss.gp_every": 1}
+
+
+def with_later_keys(raw: dict) -> dict:
+    """``raw`` with the :data:`ADDED_KEYS` it lacks set to their old behaviour."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for key, value in ADDED_KEYS.items():
+        section, _, name = key.rpartition(".")
+        target = raw.setdefault(section, {}) if section else raw
+        if isinstance(target, dict):
+            target.setdefault(name, value)
+    return raw
+
+
+def load_run_config(run_dir: str | Path, complete: bool = False) -> TrainConfig:
+    """A run's ``config.yaml``. ``complete`` (resuming): every key must be there, none filled with a default,
+    since a resumed run writes its config back."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise TailganError(
             f"{run_dir} is not a tailgan run (no config.yaml); give the folder `tailgan train --out` wrote"
         )
-    return resolve_options(from_dict(TrainConfig, load_yaml(path)))
+    raw = load_yaml(path)
+    cfg = from_dict(TrainConfig, raw)
+    if complete:
+        raw = with_later_keys(raw)
+        options_cls = get_method(cfg.method).Options
+        missing = missing_key(TrainConfig, raw) or (
+            missing_key(options_cls, raw.get("options") or {}, "options.") if options_cls is not None else None
+        )
+        if missing:
+            raise TailganError(
+                f"{path} lacks the key '{missing}' (the file was cut or edited); a resumed run never fills a "
+                "missing setting with a default: restore the file or add the key with the run's value"
+            )
+    return resolve_options(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,6 @@ class TrainedGenerator(nn.Module):
                 f"so {what} cannot use it; use it through `tailgan classify` (its strategy) instead"
             )
 
-    @torch.no_grad()
     def sample(
         self,
         labels: torch.Tensor,
@@ -69,6 +69,19 @@ class TrainedGenerator(nn.Module):
     ) -> torch.Tensor:
         """Float outputs (N, *output.shape) for ``labels`` (images in [-1, 1]); the same seed gives the same
         outputs. ``source``: images to translate, for translating recipes."""
+        chunks = list(self.iter_samples(labels, seed, batch_size, source))
+        return torch.cat(chunks) if chunks else torch.zeros(0, *self.output.shape)
+
+    @torch.no_grad()
+    def iter_samples(
+        self,
+        labels: torch.Tensor,
+        seed: int | None = None,
+        batch_size: int = 256,
+        source: torch.Tensor | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """``sample`` batch by batch (on the CPU), for writers whose memory must not grow with ``len(labels)``;
+        the concatenated batches equal ``sample(labels, seed, batch_size, source)``."""
         labels = torch.as_tensor(labels, dtype=torch.long)
         if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise TailganError(f"class labels must be in 0..{self.num_classes - 1}")
@@ -81,19 +94,16 @@ class TrainedGenerator(nn.Module):
             gen.seed()
         else:
             gen.manual_seed(seed)
-        chunks = []
         for i in range(0, len(labels), batch_size):
             src = None if source is None else source[i : i + batch_size].to(self.method.device)
-            chunks.append(self.method.sample(labels[i : i + batch_size], generator=gen, source=src).cpu())
-        if not chunks:
-            return torch.zeros(0, *self.output.shape)
-        out = torch.cat(chunks)
-        if not torch.isfinite(out).all():
-            raise TailganError(
-                f"the generator of {self.run_dir or 'this run'} (step {self.step}) makes NaN/Inf outputs: its weights "
-                "are not usable; take an earlier checkpoint (--checkpoint N) or train again with a lower learning rate"
-            )
-        return out
+            out = self.method.sample(labels[i : i + batch_size], generator=gen, source=src).cpu()
+            if not torch.isfinite(out).all():
+                raise TailganError(
+                    f"the generator of {self.run_dir or 'this run'} (step {self.step}) makes NaN/Inf outputs: its "
+                    "weights are not usable; take an earlier checkpoint (--checkpoint N) or train again with a lower "
+                    "learning rate"
+                )
+            yield out
 
     def forward(self, labels: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         return self.sample(labels, seed)

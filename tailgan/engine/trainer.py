@@ -12,8 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ from tailgan.engine.streams import Batches
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write, save_checkpoint
 from tailgan.methods.spec import Phase, RunContext
+from tailgan.progress import LineProgress, progress
 
 
 class TrainingDiverged(TailganError):
@@ -80,6 +87,7 @@ class Trainer:
         )
         self.phase_index, self.phase_step, self.begun = 0, 0, False
         self.best: dict | None = None
+        self.stop_signal: int | None = None  # set by stop_on_signals: finish the step, then stop
         self._sums: dict[str, torch.Tensor] = {}
         self._count, self._t0 = 0, time.perf_counter()
 
@@ -160,16 +168,26 @@ class Trainer:
         if phase is not None and phase not in names:
             raise TailganError(f"no phase {phase!r}; this recipe's phases are {', '.join(names)}")
         stop_at = names.index(phase) + 1 if phase is not None else len(self.phases)
-        while (steps is None or n < steps) and self.phase_index < stop_at:
+        while (steps is None or n < steps) and self.phase_index < stop_at and not self.stopping():
             self._enter_phase()
             if self.phase_index >= stop_at:
                 break
             self.step()
             n += 1
+        if self.stop_signal is not None:
+            return  # stopped by a signal: training has not ended, the caller writes the checkpoint and the log
         if steps is None or n < steps:
             self._enter_phase()  # end the phases whose last step was just made
         for cb in self.callbacks:
             cb.on_end(self)
+
+    def stopping(self) -> bool:
+        """Whether a signal asked to stop (on any rank, so every process stops after the same step)."""
+        if self.ctx.world_size > 1:
+            flag = torch.tensor(self.stop_signal or 0, device=self.ctx.device)
+            if any_rank(flag, self.ctx.world_size):
+                self.stop_signal = self.stop_signal or int(signal.SIGTERM)
+        return self.stop_signal is not None
 
     # -- checkpoints -------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -183,6 +201,9 @@ class Trainer:
             "streams": self.batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "best": self.best,
+            # the losses summed since the last log record, so a stop between log steps resumes the same averages
+            "log_sums": {k: float(v) for k, v in self._sums.items()},
+            "log_count": self._count,
             "meta": {
                 "num_classes": m.num_classes,
                 "img_channels": m.img_channels,
@@ -208,6 +229,7 @@ class Trainer:
         self.phase_index, self.phase_step = int(state["phase_index"]), int(state["step"])
         self.begun = bool(state["phase_begun"])
         self.best = state.get("best")
+        self._sums, self._count = dict(state.get("log_sums", {})), int(state.get("log_count", 0))
 
     def non_finite_weights(self) -> list[str]:
         """Networks (and EMA copies) holding a NaN/Inf parameter or buffer."""
@@ -239,6 +261,29 @@ class Trainer:
         if last is not None and last.is_file():
             return f"The last good checkpoint is kept: {last}."
         return "No checkpoint had been written yet."
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """The first SIGTERM / SIGINT lets the current step finish and stops the trainer (the caller then writes its
+    checkpoint); a second one exits at once. Outside the main thread signals cannot be caught: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_signal is not None:
+            os._exit(128 + signum)
+        trainer.stop_signal = signum
+        print(f"{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+              "(send it again to exit at once)", file=sys.stderr, flush=True)  # fmt: skip
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------------
@@ -368,48 +413,78 @@ class LastRecord(Callback):
             self.record = dict(event.record)
 
 
-class RunLog(Callback):
-    """log.jsonl + TensorBoard + console lines (rank 0 only); also ``ctx.log`` for records of the recipe."""
+def add_scalars(tb: Any, record: dict) -> None:
+    """A log record's numbers as TensorBoard scalars, ``phase/key`` at the record's step."""
+    step, prefix = record.get("step", 0), record.get("phase", "")
+    for k, v in record.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            tb.add_scalar(f"{prefix}/{k}" if prefix and not k.startswith(prefix) else k, v, step)
 
-    def __init__(self, out: Path, active: bool, total: int = 0, start: int = 0) -> None:
-        self.active, self.out = active, out
+
+def rebuild_tensorboard(out: Path) -> None:
+    """TensorBoard events written anew from ``log.jsonl`` (already cut back to the checkpoint a run resumes
+    from), so the steps a killed run logged after its checkpoint are not shown twice."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    shutil.rmtree(out / "tb", ignore_errors=True)
+    tb = SummaryWriter(str(out / "tb"))
+    path = out / "log.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        add_scalars(tb, json.loads(line))
+    tb.close()
+
+
+class RunLog(Callback):
+    """log.jsonl + TensorBoard + console lines (rank 0 only); also ``ctx.log`` for records of the recipe.
+
+    On the console each phase has its own progress (``tailgan.progress``: a tqdm bar on a terminal, else a line
+    at least every 30 s with the step, the rate and the time left); ``console=False`` keeps the console quiet
+    (the files are written all the same). ``total`` and ``start`` are unused: each phase knows its own steps.
+    """
+
+    def __init__(self, out: Path, active: bool, total: int = 0, start: int = 0, console: bool = True) -> None:
+        self.active, self.out, self.console = active, out, active and console
         self.file = open(out / "log.jsonl", "a") if active else None  # noqa: SIM115 - lives as long as the run
-        self.tb = self.bar = None
+        self.tb = self.bar = self.bar_phase = None
         if active:
             from torch.utils.tensorboard import SummaryWriter  # TensorBoard is loaded only by the writing rank
 
             self.tb = SummaryWriter(str(out / "tb"))
-            if sys.stderr.isatty():
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True)
 
     def write(self, record: dict) -> None:
         if not self.active or not record:
             return
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
-        step, prefix = record.get("step", 0), record.get("phase", "")
-        for k, v in record.items():
-            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                self.tb.add_scalar(f"{prefix}/{k}" if prefix and not k.startswith(prefix) else k, v, step)
+        add_scalars(self.tb, record)
+        if not self.console:
+            return
         text = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-        if self.bar is not None:
-            self.bar.write(text)
+        if self.bar is not None and not isinstance(self.bar, LineProgress):
+            self.bar.write(text)  # above the tqdm bar
         else:
             print(text, flush=True)
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
         self.write(event.record)
-        if self.bar is not None and event.phase.main:
-            self.bar.update(1)
+        if not self.console:
+            return
+        if self.bar_phase is not event.phase:  # a new phase: its own bar, from where a resumed run stands
+            self.close_bar()
+            self.bar = progress(event.phase.steps, event.phase.name, initial=event.step - 1)
+            self.bar_phase = event.phase
+        self.bar.update(1)
 
     def on_end(self, trainer: Trainer) -> None:
         self.close()
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = self.bar_phase = None
 
     def close(self) -> None:
         if self.active and self.file is not None and not self.file.closed:
             self.file.close()
             self.tb.close()
-            if self.bar is not None:
-                self.bar.close()
+            self.close_bar()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from tailgan.data.cli import add_data_arguments, data_config_from_args
-from tailgan.data.dataset import DataConfig, LongTailedData, load_data
-from tailgan.data.images import ImageSet, fit_images, to_float
 from tailgan.errors import TailganError
-from tailgan.nets.classifier_io import load_classifier
+from tailgan.outputs import check_output_file, is_explain_figure
+
+if TYPE_CHECKING:  # torch and the data load when a command runs, not for `tailgan explain --help`
+    import torch
+    from torch import nn
+
+    from tailgan.data.dataset import LongTailedData
+    from tailgan.data.images import ImageSet
 
 CHECKPOINT_NAME = "classifier.pt"
 
@@ -53,6 +56,8 @@ def parse_classifiers(items: list[str]) -> dict[str, Path]:
 
 def load_classifiers(items: list[str], data: LongTailedData, device: str) -> dict[str, nn.Module]:
     """Load each classifier and check that it was made for ``data``'s classes and channels."""
+    from tailgan.nets.classifier_io import load_classifier
+
     models = {}
     channels = data.test.images.shape[1]
     for label, ckpt in parse_classifiers(items).items():
@@ -72,6 +77,8 @@ def load_classifiers(items: list[str], data: LongTailedData, device: str) -> dic
 
 def select_test_images(test: ImageSet, indices: list[int] | None, per_class: int) -> torch.Tensor:
     """Indices into the test split: ``indices`` as given, else the first ``per_class`` images of each class."""
+    import torch
+
     n = len(test)
     if indices:
         bad = [i for i in indices if not 0 <= i < n]
@@ -85,14 +92,25 @@ def select_test_images(test: ImageSet, indices: list[int] | None, per_class: int
 
 
 def _load_data(args: argparse.Namespace) -> LongTailedData:
+    from tailgan.data.dataset import load_data
+
     data = load_data(data_config_from_args(args.data, args, args.overrides))
     if len(data.test) == 0:
         raise TailganError(f"{args.data} has no test split to explain; use a source with a test split")
     return data
 
 
+def _inputs(args: argparse.Namespace) -> list[str]:
+    """The files and folders this command reads, which its --out must never replace."""
+    items = args.classifier if isinstance(args.classifier, list) else [args.classifier]
+    return [item.partition("=")[2] or item for item in items] + [args.root]
+
+
 def cmd_heatmaps(args: argparse.Namespace) -> int:
+    from tailgan.data.images import to_float
     from tailgan.explain.heatmaps import METHODS, explain_heatmaps  # grad-cam loads only when used
+
+    check_output_file(args.out, args.overwrite, is_explain_figure, _inputs(args), ours="a figure of tailgan explain")
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -115,6 +133,11 @@ def cmd_heatmaps(args: argparse.Namespace) -> int:
 def load_fake_folder(folder: str | Path, data: LongTailedData) -> ImageSet:
     """Generated images ``DIR/<class name>/*`` (e.g. ``tailgan sample`` output), fitted to the test images'
     size and channels and labelled with the dataset's class indices."""
+    import torch
+
+    from tailgan.data.dataset import DataConfig, load_data
+    from tailgan.data.images import ImageSet, fit_images
+
     folder = Path(folder)
     if not folder.is_dir():
         raise TailganError(f"generated image folder {folder} does not exist")
@@ -130,7 +153,10 @@ def load_fake_folder(folder: str | Path, data: LongTailedData) -> ImageSet:
 
 
 def cmd_tsne(args: argparse.Namespace) -> int:
+    from tailgan.data.images import to_float
     from tailgan.explain.tsne import plot_tsne  # scikit-learn's t-SNE loads only when used
+
+    check_output_file(args.out, args.overwrite, is_explain_figure, _inputs(args), ours="a figure of tailgan explain")
 
     data = _load_data(args)
     label, model = next(iter(load_classifiers([args.classifier], data, args.device).items()))
@@ -161,6 +187,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p, positional=False)
     p.add_argument("overrides", nargs="*", help="data config overrides, e.g. classes=7,9 channels=1")
     p.add_argument("--out", required=True, metavar="FIG.png", help="the PNG to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 

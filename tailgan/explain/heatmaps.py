@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tailgan.io import atomic_write
 from tailgan.nets.classifier_io import eval_mode
 from tailgan.nets.classifiers import CifarResNet, LeNet5
+from tailgan.outputs import EXPLAIN_TAG
 
 METHODS = {"gradcam": "Grad-CAM", "rise": "RISE"}
 
@@ -197,7 +198,7 @@ def plot_heatmaps(
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata={"Software": EXPLAIN_TAG}))
     plt.close(fig)
     return path
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from tailgan.io import atomic_write
 from tailgan.nets.classifier_io import eval_mode
+from tailgan.outputs import EXPLAIN_TAG
 
 
 @torch.no_grad()
@@ -98,6 +99,6 @@ def plot_tsne(
     ax.legend(fontsize=6, loc="best", markerscale=1.2, ncol=2 if k > 5 else 1)
     ax.set_title(title or "t-SNE of penultimate features (o real, x generated)", fontsize=9)
     fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120, metadata={"Software": EXPLAIN_TAG}))
     plt.close(fig)
     return emb

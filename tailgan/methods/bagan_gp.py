@@ -148,7 +148,7 @@ class BAGANGP(AutoencoderPretraining, Regularized, Method):
         cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
         logs: dict[str, torch.Tensor] = {}
         batch = batches.next("real") if self.options.same_real_batch else None
-        for _ in range(cfg.optim.d_steps):
+        for d_step in range(cfg.optim.d_steps):
             x_r, y_r = batch if batch is not None else batches.next("real")
             y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
             y_w = self.wrong_labels(y_r)
@@ -162,11 +162,12 @@ class BAGANGP(AutoencoderPretraining, Regularized, Method):
             if lecam is not None:
                 loss = loss + lecam
                 logs["d_lecam"] = lecam.detach()
-            if cfg.loss.gp_weight > 0:
+            gp_weight = self.penalty_weight(step, d_step)
+            if gp_weight > 0:
                 critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731 - interpolates: real labels
                 with self.penalty_autocast():
                     gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
-                loss = loss + cfg.loss.gp_weight * gp
+                loss = loss + gp_weight * gp
                 logs["d_gp"] = gp.detach()
             self.update("D", loss, ["D"])
         logs["d_adv"] = adv.detach()

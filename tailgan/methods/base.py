@@ -198,6 +198,17 @@ class Method:
         """The gradient penalty's context: fp32 (see ``tailgan.nets.precision``) unless ``loss.gp_autocast``."""
         return self.autocast() if getattr(self.cfg.loss, "gp_autocast", False) else nullcontext()
 
+    def penalty_weight(self, step: int, d_step: int) -> float:
+        """The gradient penalty's weight in D step ``d_step`` (0-based) of G step ``step`` (1-based).
+
+        ``loss.gp_weight`` every D step, or with ``loss.gp_every=k`` lazy regularisation as in StyleGAN2:
+        k x ``gp_weight`` every k-th D step (counted over the whole run, the first one included) and 0 in the
+        others, so the penalty's average weight stays the same at 1/k of its cost.
+        """
+        k = getattr(self.cfg.loss, "gp_every", 1)
+        index = (step - 1) * self.cfg.optim.d_steps + d_step
+        return self.cfg.loss.gp_weight * k if index % k == 0 else 0.0
+
     def uniform_labels(self, n: int) -> torch.Tensor:
         """Labels drawn uniformly over every class (the original hard-coded 10 classes; this does not)."""
         return torch.randint(0, self.num_classes, (n,), generator=self.gen, device=self.device)

@@ -46,7 +46,7 @@ class ConditionalGAN(Regularized, Method):
     def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
         cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
         logs: dict[str, torch.Tensor] = {}
-        for _ in range(cfg.optim.d_steps):
+        for d_step in range(cfg.optim.d_steps):
             x_r, y_r = batches.next("real")
             y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
             with torch.no_grad(), self.autocast():
@@ -62,11 +62,12 @@ class ConditionalGAN(Regularized, Method):
             if lecam is not None:
                 loss = loss + lecam
                 logs["d_lecam"] = lecam.detach()
-            if cfg.loss.gp_weight > 0:
+            gp_weight = self.penalty_weight(step, d_step)
+            if gp_weight > 0:
                 critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731
                 with self.penalty_autocast():
                     gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
-                loss = loss + cfg.loss.gp_weight * gp
+                loss = loss + gp_weight * gp
                 logs["d_gp"] = gp.detach()
             self.update("D", loss, ["D"])
         logs["d_adv"] = d_adv.detach()

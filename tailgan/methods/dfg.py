@@ -84,6 +84,8 @@ from tailgan.losses.dfg import (
 from tailgan.methods.base import Method, OptimizerConfig, make_optimizer
 from tailgan.methods.spec import OutputSpec, Phase
 from tailgan.nets.dfg import NATIVE_SIZE, FeatureCritic, FeatureGenerator, SplitNet, build_source, feature_shape
+from tailgan.nets.inference import predict
+from tailgan.scores import balanced_accuracy
 
 
 def _adam_1e4() -> OptimizerConfig:
@@ -159,9 +161,7 @@ FAITHFUL = {"dfg": {"options": dict(_ORIGINAL)}, "dfg-resnet50": {"options": dic
 def classifier_scores(logits: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
     """Top-1 accuracy and ACSA (mean recall over the classes present in ``labels``)."""
     pred = logits.argmax(1)
-    hit = (pred == labels).double()
-    recalls = [hit[labels == c].mean() for c in range(num_classes) if bool((labels == c).any())]
-    return {"accuracy": float(hit.mean()), "acsa": float(torch.stack(recalls).mean())}
+    return {"accuracy": float((pred == labels).double().mean()), "acsa": balanced_accuracy(labels, pred)}
 
 
 class DFG(Method):
@@ -425,12 +425,10 @@ class DFG(Method):
         tgt = self.selected() if best else self.target
         was = tgt.network.training
         tgt.network.eval()
-        out = []
-        for i in range(0, len(images), self.options.eval_batch_size):
-            x = self._images(images[i : i + self.options.eval_batch_size])
-            out.append(tgt.classifier(tgt.extractor(x)).float().cpu())
+        out = predict(lambda x: tgt.classifier(tgt.extractor(x)), images, batch_size=self.options.eval_batch_size,
+                      transform=self._images)  # fmt: skip
         tgt.network.train(was)
-        return torch.cat(out) if out else torch.zeros(0, self.num_classes)
+        return out if len(out) else torch.zeros(0, self.num_classes)
 
     def selected(self) -> SplitNet:
         """The target networks with the weights model selection kept (the current ones if none was kept)."""

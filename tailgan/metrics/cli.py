@@ -6,23 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from tailgan.data import load_data, load_image_folder, resolve_data_config
-from tailgan.engine import load_generator, load_run_config
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_text
-from tailgan.metrics.evaluate import compare_images, evaluate, format_table
-from tailgan.metrics.evaluator import (
-    EvaluatorConfig,
-    evaluator_data_config,
-    evaluator_dir,
-    get_evaluator,
-    load_evaluator_from,
-    train_evaluator,
-)
+from tailgan.outputs import check_output_file
+
+# the commands import torch, the data, the engine and the evaluator when they run, not `tailgan eval --help`
 
 
 def _load_folder(directory: str, resolution: int | None, channels: int | None, classes: list[str] | None = None):
     """``DIR/<class>/*`` (or ``DIR/train/<class>/*``, the layout ``tailgan sample`` writes) as an ImageSet."""
+    from tailgan.data import load_image_folder
+
     path = Path(directory)
     if not path.is_dir():
         raise TailganError(f"image folder {path} does not exist")
@@ -47,12 +41,28 @@ def write_eval(run: Path, step: int, checkpoint: str, result: dict) -> Path:
     return path
 
 
+def _is_eval_json(path: Path) -> bool:
+    """A result this command wrote (its keys), which ``--out`` may replace."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and ("overall" in doc or "metrics" in doc)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tailgan.data import load_data, resolve_data_config
+    from tailgan.engine import load_generator
+    from tailgan.metrics.evaluate import compare_images, evaluate, format_table
+    from tailgan.metrics.evaluator import get_evaluator, load_evaluator_from
+
     folders = args.real is not None or args.fake is not None
     if folders and (args.real is None or args.fake is None):
         raise TailganError("compare two folders with both --real DIR and --fake DIR")
     if folders == (args.run is not None):
         raise TailganError("give either a run folder (tailgan eval RUN) or --real DIR --fake DIR")
+    if args.out:  # before any work: never over a file of an input, another file only with --overwrite
+        check_output_file(args.out, args.overwrite, _is_eval_json, [args.run, args.real, args.fake])
     common = dict(
         seed=args.seed, device=args.device, inception_weights=args.inception_weights, batch_size=args.batch_size
     )
@@ -88,8 +98,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if (feature or "evaluator") == "evaluator":  # the evaluator at the run's pixels, trained on first use
             feature = get_evaluator(data.config, device=args.device)
         result = evaluate(
-            g, data, metrics=args.metrics or "all", ref=args.ref, n=args.n, extractor=feature or "evaluator", **common
-        )
+            g, data, metrics=args.metrics or "all", ref=args.ref, n=args.n, extractor=feature or "evaluator",
+            show_progress=True, **common,
+        )  # fmt: skip
         result.update(run=str(run), checkpoint=args.checkpoint, step=g.step)
         print(format_table(result))
         print(f"written to {write_eval(run, g.step, args.checkpoint, result)}")
@@ -99,6 +110,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluator_train(args: argparse.Namespace) -> int:
+    from tailgan.data import load_data, resolve_data_config
+    from tailgan.engine import load_run_config
+    from tailgan.metrics.evaluator import (
+        EvaluatorConfig,
+        evaluator_data_config,
+        evaluator_dir,
+        load_evaluator_from,
+        train_evaluator,
+    )
+
     overrides = {k: v for k, v in (("resolution", args.resolution), ("channels", args.channels)) if v is not None}
     if args.for_run:  # the source and pixels of a training run
         if args.data:
@@ -173,6 +194,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", help="also write the result as JSON to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out that is not an eval result")
     p.set_defaults(func=cmd_eval)
 
     e = sub.add_parser("evaluator", help="the classifier behind --feature evaluator")

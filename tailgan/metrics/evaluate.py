@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -42,20 +43,13 @@ from tailgan.errors import TailganError
 from tailgan.metrics import stats
 from tailgan.metrics.evaluator import cache_root, load_evaluator
 from tailgan.metrics.features import FeatureExtractor, InceptionExtractor, extract
+from tailgan.progress import progress
+from tailgan.registry import Registry
 from tailgan.version import __version__
 
 METRICS = ("fid", "kid", "is", "prdc", "ifid", "msssim", "labelacc")
 REFS = ("test", "train-lt")
 GEN_CHUNK = 1000  # labels per generator call; chunk j uses seed + j
-
-
-# figures where a larger value is better; every other figure (FID, KID, intra-class FID, MS-SSIM) is lower-better
-HIGHER_IS_BETTER = ("is", "labelacc", "precision", "recall", "density", "coverage")
-
-
-def higher_is_better(name: str) -> bool:
-    """The direction of a figure: True for IS, label accuracy and PRDC, False for distances (FID, KID, ...)."""
-    return name in HIGHER_IS_BETTER
 
 
 def parse_metrics(metrics: str | Sequence[str]) -> list[str]:
@@ -113,7 +107,7 @@ def result_document(
     settings: dict, body: dict, t0: float, **fields: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """The JSON document of an evaluation: what was measured with what, the figures, versions and time."""
-    return {
+    doc = {
         **fields,
         "metrics": metrics,
         "extractor": ext.name,
@@ -127,6 +121,12 @@ def result_document(
         "versions": versions(),
         "seconds": time.perf_counter() - t0,
     }
+    if any(x is not None and x.info.get("train_balanced") is False for x in (ext, clf)):
+        doc["warnings"] = [*doc.get("warnings", []), (
+            "the evaluator was trained on this data's long-tailed training images (no balanced training split): "
+            "its recognition of the rare classes (labelacc_real per class) bounds their label accuracy"
+        )]  # fmt: skip
+    return doc
 
 
 @dataclass
@@ -229,8 +229,10 @@ def _fake_features(
     device: str | torch.device,
     batch_size: int,
     msssim_per_class: int,
+    show_progress: bool = False,
 ) -> ImageFeatures:
     feats, logits, class_logits = [], [], []
+    bar = progress(len(labels), "eval: generate and extract", unit="img") if show_progress else None
     # the first images of each class are as random as any (they are i.i.d. given the label)
     keep = torch.zeros(len(labels), dtype=torch.bool)
     for c in labels.unique().tolist():
@@ -250,6 +252,10 @@ def _fake_features(
         if classifier is not None:
             class_logits.append(lg if classifier is extractor else extract(classifier, images, batch_size, device)[1])
         kept.append(images[keep[start : start + len(y)]])
+        if bar is not None:
+            bar.update(len(y))
+    if bar is not None:
+        bar.close()
     kept_labels = labels[keep]
     kept_images = torch.cat(kept)
     return ImageFeatures(
@@ -268,6 +274,45 @@ def _clean(v: Any) -> Any:
     return v
 
 
+# the figures of one real set against one fake set, one function per metric (tailgan.registry's one style);
+# ifid and msssim are computed per class / on images by ``score``
+FIGURES: Registry = Registry("metric")
+
+
+@FIGURES.register("fid")
+def _fid(real: ImageFeatures, fake: ImageFeatures, o: Any) -> dict[str, Any]:
+    return {"fid": stats.fid(real.features, fake.features) if min(len(real), len(fake)) >= 2 else None}
+
+
+@FIGURES.register("kid")
+def _kid(real: ImageFeatures, fake: ImageFeatures, o: Any) -> dict[str, Any]:
+    if min(len(real), len(fake)) < 2:
+        return {"kid": None, "kid_std": None}
+    kid, std = stats.kid(real.features, fake.features, o.kid_subsets, o.kid_subset_size, seed=o.seed)
+    return {"kid": kid, "kid_std": std}
+
+
+@FIGURES.register("is")
+def _is(real: ImageFeatures, fake: ImageFeatures, o: Any) -> dict[str, Any]:
+    if len(fake) < o.is_splits:
+        return {"is": None, "is_std": None}
+    value, std = stats.inception_score(fake.logits, splits=o.is_splits, seed=o.seed)
+    return {"is": value, "is_std": std}
+
+
+@FIGURES.register("prdc")
+def _prdc(real: ImageFeatures, fake: ImageFeatures, o: Any) -> dict[str, Any]:
+    if min(len(real), len(fake)) > o.prdc_k:
+        return stats.prdc(real.features, fake.features, k=o.prdc_k)
+    return dict.fromkeys(("precision", "recall", "density", "coverage"))  # too few points for k neighbours
+
+
+@FIGURES.register("labelacc")
+def _labelacc(real: ImageFeatures, fake: ImageFeatures, o: Any) -> dict[str, Any]:
+    return {"labelacc": stats.label_accuracy(fake.class_logits, fake.labels) if len(fake) else None,
+            "labelacc_real": stats.label_accuracy(real.class_logits, real.labels) if len(real) else None}  # fmt: skip
+
+
 def _figures(
     real: ImageFeatures,
     fake: ImageFeatures,
@@ -279,30 +324,13 @@ def _figures(
     seed: int,
 ) -> dict[str, Any]:
     """Every requested figure for one real set and one fake set (the whole data or one class)."""
+    o = SimpleNamespace(is_splits=is_splits, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                        prdc_k=prdc_k, seed=seed)  # fmt: skip
+    wanted = set(metrics) | ({"fid"} if "ifid" in metrics else set())
     out: dict[str, Any] = {}
-    nr, nf = len(real), len(fake)
-    if "fid" in metrics or "ifid" in metrics:
-        out["fid"] = stats.fid(real.features, fake.features) if min(nr, nf) >= 2 else None
-    if "kid" in metrics:
-        if min(nr, nf) >= 2:
-            out["kid"], out["kid_std"] = stats.kid(
-                real.features, fake.features, kid_subsets, kid_subset_size, seed=seed
-            )
-        else:
-            out["kid"] = out["kid_std"] = None
-    if "is" in metrics:
-        if nf >= is_splits:
-            out["is"], out["is_std"] = stats.inception_score(fake.logits, splits=is_splits, seed=seed)
-        else:
-            out["is"] = out["is_std"] = None
-    if "prdc" in metrics:
-        if min(nr, nf) > prdc_k:
-            out.update(stats.prdc(real.features, fake.features, k=prdc_k))
-        else:  # too few points for k neighbours
-            out.update(dict.fromkeys(("precision", "recall", "density", "coverage")))
-    if "labelacc" in metrics:
-        out["labelacc"] = stats.label_accuracy(fake.class_logits, fake.labels) if nf else None
-        out["labelacc_real"] = stats.label_accuracy(real.class_logits, real.labels) if nr else None
+    for name in FIGURES:
+        if name in wanted:
+            out.update(FIGURES.get(name)(real, fake, o))
     return out
 
 
@@ -403,13 +431,15 @@ def evaluate(
     kid_subset_size: int = 1000,
     prdc_k: int = 5,
     msssim_pairs: int = 100,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a generator (anything with ``.sample(labels, seed=, batch_size=)`` -> images in [-1, 1]).
 
     ``data`` is the run's dataset (``load_data(generator.data_config)``); ``extractor`` is "evaluator",
     "inception" or a ``FeatureExtractor``; label accuracy uses ``classifier``, else the evaluator.
     Returns a JSON-able dict: ``overall`` and ``per_class`` figures, ``warnings``, sample counts, the
-    extractor, the reference protocol, settings and package versions.
+    extractor, the reference protocol, settings and package versions. ``show_progress``: a bar (off a terminal,
+    a line every 30 s) over the generated images (``tailgan eval`` shows it).
     """
     t0 = time.perf_counter()
     metrics = parse_metrics(metrics)
@@ -445,7 +475,8 @@ def evaluate(
     }
     labels = fake_labels_for(ref, reference, data.num_classes, n, seed)
     fake = _fake_features(
-        generator, labels, ext, clf, tuple(reference.images.shape[1:]), seed, device, batch_size, msssim_per_class
+        generator, labels, ext, clf, tuple(reference.images.shape[1:]), seed, device, batch_size, msssim_per_class,
+        show_progress,
     )
     body = score(real, fake, metrics, data.classes, seed=seed, **settings)
     return result_document(

@@ -32,11 +32,15 @@ import torch
 import torch.nn.functional as F
 
 from tailgan.data import DataConfig, LongTailedData, fit_images, load_data, to_float
+from tailgan.engine.fit import fit, logits_loss
 from tailgan.errors import TailganError
-from tailgan.io import atomic_write_text, save_checkpoint
+from tailgan.io import atomic_write_text, load_checkpoint, save_checkpoint
 from tailgan.metrics.features import EvaluatorExtractor
 from tailgan.nets.evaluator import EvaluatorNet
+from tailgan.nets.inference import predict
 
+# the largest / smallest class of a training split the evaluator calls balanced (the digits: 1.04)
+BALANCED_RATIO = 1.5
 ARCH = "EvaluatorNet-v1"  # bump when EvaluatorNet changes, so old cached weights are not loaded into it
 
 
@@ -104,15 +108,6 @@ def _evaluator_dir(source: str, fingerprint: str, cfg: EvaluatorConfig, cache_di
     return cache_root(cache_dir) / "evaluators" / f"{source}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}"
 
 
-@torch.no_grad()
-def _predict(net: EvaluatorNet, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
-    net.eval()
-    out = [
-        net(to_float(images[i : i + batch_size].to(device))).argmax(1).cpu() for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
 def _augment(x: torch.Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> torch.Tensor:
     """Shift the batch by up to ``cfg.translate`` px (one shift per batch: cheap on a CPU) and flip half."""
     if cfg.translate:
@@ -155,31 +150,40 @@ def train_evaluator(
     images = fit_images(data.train.images, resolution, None, "resize")
     test_images = fit_images(data.test.images, resolution, None, "resize")
     labels = data.train.labels
+    counts = data.train.counts()
+    balanced = max(counts) <= BALANCED_RATIO * max(min(counts), 1)
+    if not balanced and log:
+        log(
+            f"warning: the training images of {data.config.source} are not balanced ({max(counts)} down to "
+            f"{min(counts)} per class); the evaluator is trained on them as they are, so it recognises the rare "
+            "classes less well, and that bounds every label-accuracy figure on this data (see labelacc_real)"
+        )
     net = EvaluatorNet(data.num_classes, channels, cfg.width, cfg.feature_dim).to(device)
     steps_per_epoch = max(1, len(images) // cfg.batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
-    t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
-        net.train()
-        perm = torch.randperm(len(images), generator=gen)
-        total = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            x = _augment(to_float(images[idx]).to(device), cfg, gen)
-            loss = F.cross_entropy(net(x), labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach())
-        if log:
+    t0, epoch = time.perf_counter(), {"perm": None, "total": 0.0}
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, None]:
+        i = (step - 1) % steps_per_epoch
+        if i == 0:  # a new epoch: a new order
+            epoch["perm"], epoch["total"] = torch.randperm(len(images), generator=gen), 0.0
+        idx = epoch["perm"][i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        return _augment(to_float(images[idx]).to(device), cfg, gen), labels[idx].to(device), None
+
+    def progress(step: int, loss: float) -> None:
+        epoch["total"] += loss
+        if log and step % steps_per_epoch == 0:
             log(
-                f"evaluator epoch {epoch + 1}/{cfg.epochs}: loss {total / steps_per_epoch:.4f} "
+                f"evaluator epoch {step // steps_per_epoch}/{cfg.epochs}: loss {epoch['total'] / steps_per_epoch:.4f} "
                 f"({time.perf_counter() - t0:.0f} s)"
             )
+
+    ce = logits_loss(lambda logits, y, progress, w: F.cross_entropy(logits, y))
+    fit(net, batch, ce, opt, cfg.epochs * steps_per_epoch, scheduler=sched, device=device, on_step=progress,
+        name="evaluator")  # fmt: skip
     seconds = time.perf_counter() - t0
-    pred = _predict(net, test_images, device)
+    pred = predict(net, test_images, device).argmax(1)
     correct = (pred == data.test.labels).double()
     per_class = [
         float(correct[data.test.labels == c].mean()) if (data.test.labels == c).any() else None
@@ -197,6 +201,8 @@ def train_evaluator(
         "feature_dim": cfg.feature_dim,
         "config": dataclasses.asdict(cfg),
         "train_images": len(images),
+        "train_counts": counts,
+        "train_balanced": balanced,
         "test_images": len(data.test),
         "test_accuracy": float(correct.mean()),
         "test_accuracy_per_class": per_class,
@@ -214,6 +220,7 @@ def train_evaluator(
 
 def _as_extractor(net: EvaluatorNet, meta: dict, folder: Path) -> EvaluatorExtractor:
     info = {k: meta[k] for k in ("source", "test_accuracy", "resolution", "channels", "train_images")}
+    info["train_balanced"] = meta.get("train_balanced", True)  # caches older than the field: the standard sets
     return EvaluatorExtractor(
         net.eval(), meta["resolution"], meta["channels"], key=folder.name, info={**info, "path": str(folder)}
     )
@@ -226,8 +233,14 @@ def load_evaluator_from(folder: str | os.PathLike, device: str | torch.device = 
     if not meta_file.is_file():
         raise TailganError(f"{folder} holds no finished evaluator ({meta_file.name} is missing)")
     try:
+        state = load_checkpoint(folder / "model.pt")
+    except TailganError:  # damaged, replaced or not tensors: never load it any other way
+        raise TailganError(
+            f"{folder / 'model.pt'} is not an evaluator tailgan wrote (damaged or replaced); delete {folder} and the "
+            "evaluator is trained again"
+        ) from None
+    try:
         meta = json.loads(meta_file.read_text())
-        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         net = EvaluatorNet(meta["num_classes"], meta["channels"], meta["config"]["width"], meta["feature_dim"])
         net.load_state_dict(state)
     except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as e:

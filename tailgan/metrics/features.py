@@ -105,8 +105,11 @@ class InceptionExtractor(FeatureExtractor):
         # check the file holds only tensors before torch-fidelity loads it (it uses weights_only=False)
         try:
             torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise TailganError(f"{path} is not a PyTorch state dict of tensors: {e}") from None
+        except Exception:  # never relay torch's advice to load it unsafely
+            raise TailganError(
+                f"--inception-weights {path} is not a state dict of tensors (it holds other objects or is damaged); "
+                f"give the FID Inception-v3 weights file {INCEPTION_FILES[0]}"
+            ) from None
         try:
             net = FeatureExtractorInceptionV3(
                 "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)

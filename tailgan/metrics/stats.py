@@ -72,12 +72,13 @@ def kid(
     subset_size: int = 1000,
     degree: int = 3,
     seed: int = 0,
-) -> tuple[float, float]:
+) -> tuple[float, float | None]:
     """Kernel Inception Distance: unbiased MMD^2 with the kernel (x.y / d + 1)^degree, mean and std over subsets.
 
     Each subset draws ``min(subset_size, N, M)`` real and fake features without replacement (a seeded
     generator, so the figure is reproducible). The estimator is unbiased, so it is usable on small
-    classes: it can come out slightly negative when the two sets match.
+    classes: it can come out slightly negative when the two sets match. The std is None when every subset
+    is the whole of both sets (a small class): the subsets are then all the same and their spread says nothing.
     """
     # kept in the features' dtype, as torchmetrics does: float32 kernels are accurate to ~1e-7 relative,
     # far below the subset noise, and twice as fast as float64
@@ -97,6 +98,8 @@ def kid(
     with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator: seed it, then restore
         torch.manual_seed(seed)
         mean, std = metric.compute()  # std over subsets is the population std
+    if size == len(real) == len(fake):
+        return float(mean), None
     return float(mean), float(std)
 
 

@@ -14,9 +14,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-CLASSIFIERS = ("lenet5", "resnet32", "resnet18")
+from tailgan.registry import Registry
+
+# classifier architectures: name -> builder(num_classes, in_channels) (tailgan.registry's one style)
+ARCHITECTURES: Registry = Registry("classifier")
 
 
+@ARCHITECTURES.register("lenet5")
 class LeNet5(nn.Module):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling, for 32 x 32 inputs.
 
@@ -110,11 +114,13 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
+@ARCHITECTURES.register("resnet32")
 def resnet32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     """The CIFAR ResNet-32 (0.46 M parameters)."""
     return CifarResNet(32, num_classes, in_channels)
 
 
+@ARCHITECTURES.register("resnet18")
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """torchvision's ResNet-18 adapted to small images (the usual CIFAR adaptation).
 
@@ -158,14 +164,9 @@ def build_classifier(
         raise ValueError(f"in_channels={in_channels} is not supported; use 1 (grayscale) or 3 (RGB)")
     if num_classes < 2:
         raise ValueError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
-    if name == "lenet5":
-        model: nn.Module = LeNet5(num_classes, in_channels)
-    elif name == "resnet32":
-        model = resnet32(num_classes, in_channels)
-    elif name == "resnet18":
-        model = resnet18(num_classes, in_channels)
-    else:
+    if name not in ARCHITECTURES:
         raise ValueError(f"unknown classifier {name!r}; use one of {', '.join(CLASSIFIERS)}")
+    model: nn.Module = ARCHITECTURES.get(name)(num_classes, in_channels)
     if cosine_head:
         model.fc = NormedLinear(model.fc.in_features, num_classes)
     return model
@@ -181,3 +182,6 @@ def init_prior_bias(fc: nn.Linear, num_classes: int) -> None:
         raise ValueError("init_prior_bias needs an nn.Linear with a bias")
     with torch.no_grad():
         fc.bias.fill_(-math.log(num_classes - 1))
+
+
+CLASSIFIERS = ARCHITECTURES.names()

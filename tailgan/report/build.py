@@ -22,10 +22,11 @@ from typing import Any
 import jinja2
 import yaml
 
-from tailgan.errors import TailganError
 from tailgan.io import atomic_write
+from tailgan.outputs import check_output_file
 from tailgan.report import plots
 from tailgan.report.inputs import BenchInput, ClassifyInput, EvalInput, Inputs, RunInput, collect
+from tailgan.scores import higher_is_better
 from tailgan.version import cpu_model
 
 GENERATOR_TAG = "tailgan report"  # <meta name="generator">: marks a file this module may overwrite
@@ -36,7 +37,6 @@ EVAL_KEYS = (
     "fid", "kid", "kid_std", "is", "is_std", "ifid", "precision", "recall", "density", "coverage",
     "msssim", "msssim_real", "labelacc", "labelacc_real",
 )  # fmt: skip
-HIGHER_IS_BETTER = {"is", "labelacc", "precision", "recall", "density", "coverage", "acsa"}
 NETWORK_NAMES = {"d": "discriminator (D)", "g": "generator (G)", "c": "classifier (C)", "ae": "autoencoder (AE)",
                  "e": "encoder (E)", "enc": "encoder", "dec": "decoder", "vae": "VAE"}  # fmt: skip
 
@@ -207,11 +207,11 @@ def training_section(run: RunInput, label: str) -> dict | None:
     eval_panels, marks, best_rows = [], {}, []
     for k in eval_keys:
         pts = [(r["step"], r[k]) for r in recs if _num(r.get(k))]
-        best = (max if k in HIGHER_IS_BETTER else min)(pts, key=lambda p: p[1])
+        best = (max if higher_is_better(k) else min)(pts, key=lambda p: p[1])
         marks[k] = best
         eval_panels.append((k, {k: ([p[0] for p in pts], [p[1] for p in pts])}))
         best_rows.append({"metric": k, "step": best[0], "value": best[1], "last": pts[-1][1], "last_step": pts[-1][0],
-                          "higher": k in HIGHER_IS_BETTER})  # fmt: skip
+                          "higher": higher_is_better(k)})  # fmt: skip
     eval_chart = plots.curves(eval_panels, marks=marks) if eval_panels else None
 
     # speed: the mean over each logged interval, and the training time it implies
@@ -542,6 +542,8 @@ def _q(x: Any) -> str:
 
 
 def _classify_command(doc: dict, strategy: str, seeds: int, out: str) -> str:
+    if doc.get("reproduce"):  # generated from the output's config.yaml (tailgan.classify.config)
+        return doc["reproduce"]
     cfg = next((r.get("config") for r in doc.get("runs") or [] if isinstance(r.get("config"), dict)), None) or {}
     data = doc.get("data") or {}
     parts = ["tailgan classify", "--data", _q(data.get("preset") or data.get("source") or "?"), "--strategy",
@@ -650,6 +652,7 @@ def reproduce_section(inputs: Inputs, run_names, cls_names, bench_names, command
                 cmd += f" {flag} {_q(cfg[k])}"
         cmd += "".join(f" --generator {_q(f'{k}={v}')}" for k, v in gens.items())
         cmd += f" --out {_q(b.path.parent)}"
+        cmd = doc.get("reproduce") or cmd  # generated from the output's config.yaml (tailgan.classify.config)
         machine = doc.get("machine") if isinstance(doc.get("machine"), dict) else None
         items.append({
             "kind": "bench classify", "label": label, "path": str(b.path), "date": _mtime(b.path),
@@ -751,13 +754,15 @@ def render_report(inputs: Inputs, title: str | None = None, command: str | None 
     )
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.is_dir():
-        raise TailganError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
-    if out.exists() and not overwrite:
-        head = out.read_bytes()[:2000].decode("utf-8", errors="replace")
-        if f'name="generator" content="{GENERATOR_TAG}"' not in head:
-            raise TailganError(f"{out} exists and is not a tailgan report; choose another --out or pass --overwrite")
+def _is_report(path: Path) -> bool:
+    head = path.read_bytes()[:2000].decode("utf-8", errors="replace")
+    return f'name="generator" content="{GENERATOR_TAG}"' in head
+
+
+def _check_out(out: Path, overwrite: bool, inputs: Sequence[str | os.PathLike]) -> None:
+    """The output check of a file (tailgan.outputs): an earlier report may be replaced; another file only with
+    ``overwrite`` and never one that belongs to an input (a checkpoint of a run being reported on)."""
+    check_output_file(out, overwrite, _is_report, list(inputs), ours="a tailgan report")
 
 
 def build_report(
@@ -776,7 +781,7 @@ def build_report(
     ``command`` is the command line shown under Reproduce (default: this process's arguments).
     """
     out = Path(out)
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, paths)
     inputs = collect(list(paths))
     if command is None:
         command = " ".join(shlex.quote(a) for a in ["tailgan", *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else None

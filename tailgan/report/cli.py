@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from tailgan.report.build import build_report
-
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from tailgan.report.build import build_report  # matplotlib and jinja2 load when a report is built
+
     out = build_report(args.paths, args.out, title=args.title, overwrite=args.overwrite)
     print(f"report written to {out}")
     return 0

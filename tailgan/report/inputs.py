@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tailgan.errors import TailganError
+from tailgan.outputs import read_marker
 
 STEP_PNG = re.compile(r"(?:^|_)step_?(\d+)\.png$")
 
@@ -223,7 +224,8 @@ def _add(path: Path, inputs: Inputs, seen: set[Path], depth: int) -> bool:
             inputs.evals += found
         seen.add(real)
         return True
-    if (path / "config.yaml").is_file() or (path / "log.jsonl").is_file():
+    kind = (read_marker(path) or {}).get("kind")  # classify outputs hold a config.yaml too
+    if kind in (None, "run") and ((path / "config.yaml").is_file() or (path / "log.jsonl").is_file()):
         seen.add(real)
         inputs.runs.append(read_run(path, inputs.notes))
         return True
