@@ -96,3 +96,32 @@ def test_mixup_blends_with_a_permuted_partner_and_the_label_weights_sum_to_one()
     soft = lam * torch.eye(8)[ya] + (1 - lam) * torch.eye(8)[yb]
     assert soft.sum(1).allclose(torch.ones(8))
     assert mixed_loss(lambda t: ce(logits, t), ya, yb, lam) == pytest.approx(float(ce(logits, soft)), rel=1e-5)
+
+
+def test_classify_augments_training_batches_only_and_never_flips_digits(monkeypatch):
+    import dataclasses
+
+    import tailgan.classify.train as classify_train
+    from tailgan.classify import train_and_score
+    from tailgan.data import load_data
+
+    made, seen = [], []
+
+    class Recording(BatchAugment):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append((self.policy, self.flip))
+
+        def __call__(self, x):
+            seen.append(len(x))
+            return super().__call__(x)
+
+    monkeypatch.setattr(classify_train, "BatchAugment", Recording)
+    digits = load_data("digits_lt")
+    r = train_and_score(digits, "vanilla", seed=0, steps=3, batch_size=16, augment="standard", log=lambda m: None)
+    assert made == [("standard", False)] and seen == [16, 16, 16]  # three training batches, nothing else
+    assert r["config"]["augment"] == "standard" and r["config"]["flip"] == "auto"
+    fashion_like = dataclasses.replace(digits, config=dataclasses.replace(digits.config, source="fashion_mnist"))
+    made.clear()
+    train_and_score(fashion_like, "vanilla", seed=0, steps=1, batch_size=16, augment="standard", log=lambda m: None)
+    assert made == [("standard", True)]

@@ -37,6 +37,10 @@ class ClassifyConfig:
     split_seed: int | None = None  # seed of the validation split; None: the training seed
     evals: int = bounded(10, ge=1)  # validation evaluations spread over training (model selection)
     select: Literal["valid", "last"] = "valid"  # keep the best-on-validation checkpoint, or the last one
+    # training-batch augmentation (tailgan.data.transforms; validation and test images never): none until the
+    # field's standard recipe is measured here (issue 26)
+    augment: Literal["none", "standard", "randaugment", "trivialaugment"] = "none"
+    flip: Literal["auto", "on", "off"] = "auto"  # auto: flip unless the source is digits or characters
     beta: float = bounded(0.9999, ge=0, le=0.999999)  # class-balanced loss beta (a "cbl:beta" name overrides it)
     focal_gamma: float = bounded(1.0, ge=0)
     ldam_max_margin: float = bounded(0.5, gt=0)

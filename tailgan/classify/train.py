@@ -44,6 +44,7 @@ from tailgan.classify.synthetic import (
 from tailgan.classify.transfer import TransferConfig, fit_transfer, resolve_source, source_meta
 from tailgan.data import BatchStream, ImageSet, LongTailedData, to_float
 from tailgan.data.splits import carve_validation, split_validation
+from tailgan.data.transforms import BatchAugment, flips_by_default
 from tailgan.engine.fit import eval_steps, fit, logits_loss
 from tailgan.errors import TailganError
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
@@ -323,11 +324,12 @@ def train_classifier(
     opt = _optimizer(model.to(device), strategy, cfg, cfg.lr if lr is None else lr, head_only)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, cfg.warmup))
     stream = BatchStream(labels, min(cfg.batch_size, len(labels)), seed=seed)
+    augment = BatchAugment(cfg.augment, flip=cfg.flip != "off", seed=seed)  # training batches only
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         idx = stream.next()
         w = None if sample_weights is None else sample_weights[idx].to(device)
-        return to_float(images[idx]).to(device), labels[idx].to(device), w
+        return augment(to_float(images[idx]).to(device)), labels[idx].to(device), w
 
     def evaluate(net: nn.Module) -> dict:
         probs = predict_proba(net, valid.images, loss_fn, None, device, cfg.eval_batch_size)
@@ -600,7 +602,9 @@ def train_and_score(
     unknown = sorted(set(overrides) - {f.name for f in fields(ClassifyConfig)})
     if unknown:
         raise TailganError(f"unknown classifier setting {unknown[0]!r}; valid: {', '.join(asdict(ClassifyConfig()))}")
-    cfg = validated(replace(cfg, **overrides))
+    cfg = asked = validated(replace(cfg, **overrides))
+    if cfg.flip == "auto":  # the source knows whether its classes survive a mirror
+        cfg = replace(cfg, flip="on" if flips_by_default(data.config.source) else "off")
     strat = strategy if isinstance(strategy, Strategy) else parse_strategy(strategy, beta=cfg.beta)
     _warn_unused(strat, generator, synthetic_dir, cfg)
     if len(data.test) == 0:
@@ -612,7 +616,7 @@ def train_and_score(
         keep_model(trained.model)
     metrics = score_test_set(data.test.labels, trained.probs(data.test.images), data.num_classes, trained.real_counts)
     return {"strategy": strat.name, "seed": seed, **metrics, **trained.info, **trained.record,
-            "seconds": round(time.perf_counter() - t0, 2), "config": asdict(cfg)}  # fmt: skip
+            "seconds": round(time.perf_counter() - t0, 2), "config": asdict(asked)}  # fmt: skip
 
 
 def _generator_split(generator: Any) -> dict | None:
