@@ -180,7 +180,7 @@ class ImageFolderWriter:
         out = Path(out)
         self.out = out.resolve() if out.is_symlink() and out.exists() else out
         self.claim = claim_output(self.out, kind, overwrite, list(protected), in_place=False)
-        self.kind, self.counts = kind, {}
+        self.kind, self.counts, self.made = kind, {}, {}
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temp(self.out)
@@ -199,12 +199,13 @@ class ImageFolderWriter:
         prefix = prefix or split
         paths = []
         try:
-            for c in range(self.num_classes or 0):
+            classes = set(range(self.num_classes or 0)) | set(labels.tolist())
+            for c in classes - self.made.setdefault(split, set()):  # each class folder once, not per batch
                 (self.tmp / split / f"cls{c}").mkdir(parents=True, exist_ok=True)
+            self.made[split] |= classes
             for img, y in zip(images.numpy(), labels.tolist()):
                 i = self.counts[(split, prefix)] = self.counts.get((split, prefix), -1) + 1
                 rel = f"{split}/cls{y}/{prefix}{i}.png"
-                (self.tmp / split / f"cls{y}").mkdir(parents=True, exist_ok=True)
                 pil = Image.fromarray(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
                 pil.save(self.tmp / rel, compress_level=1)
                 paths.append(rel)

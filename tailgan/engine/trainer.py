@@ -182,8 +182,9 @@ class Trainer:
             cb.on_end(self)
 
     def stopping(self) -> bool:
-        """Whether a signal asked to stop (on any rank, so every process stops after the same step)."""
-        if self.ctx.world_size > 1:
+        """Whether a signal asked to stop (on any rank, so every process stops after the same step). Under DDP
+        the ranks agree every 10th step only: the agreement is a host sync, which the step loop otherwise avoids."""
+        if self.ctx.world_size > 1 and self.phase_step % 10 == 0:
             flag = torch.tensor(self.stop_signal or 0, device=self.ctx.device)
             if any_rank(flag, self.ctx.world_size):
                 self.stop_signal = self.stop_signal or int(signal.SIGTERM)
