@@ -41,6 +41,77 @@ from tailgan.data import load_data  # noqa: E402
 from tailgan.data.splits import split_validation  # noqa: E402
 
 STEM = "classify_fmnist_lt"
+UPPER = "upper:"  # rows trained on data the user does not have
+
+
+def _pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"{item!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def _value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def add_rows(previous: dict | None, other: dict, path: str) -> dict:
+    """``previous`` with the rows of ``other`` appended (rows of the same name replaced) and its row notes."""
+    if previous is None:
+        raise SystemExit("--add-rows needs --merge and an existing report to add to")
+    for key in ("seeds", "validation_split"):
+        if previous.get(key) != other.get(key):
+            raise SystemExit(f"{path}: its {key} differs ({other.get(key)!r} vs {previous.get(key)!r})")
+    names = {r["strategy"] for r in other["results"]}
+    previous["results"] = [r for r in previous["results"] if r["strategy"] not in names] + other["results"]
+    previous["notes"] = previous.get("notes", []) + [n for n in other.get("notes", []) if n.startswith("gan:")]
+    previous["merged_with"] = "; ".join(filter(None, [previous.get("merged_with"), other.get("command")]))
+    return previous
+
+
+def upper_bound_data(data, root: str) -> dict:
+    """The source's balanced sets beside the long-tailed cut: the same total size, and the full training set."""
+    total, k = len(data.train), data.num_classes
+    src = data.config.source
+    return {
+        f"{UPPER}balanced-{total // k * k}": load_data(src, root=root, recipe="counts", counts=[total // k] * k),
+        f"{UPPER}full-balanced": load_data(src, root=root),
+    }
+
+
+def add_upper_bounds(rows, data, args, cfg, steps, header, notes, log) -> None:
+    """Train vanilla with the long-tailed rows' step budget on each balanced set; tail-3 recall is taken on the
+    long-tailed set's rarest classes; the rows join the report (resumed: rows already there are kept)."""
+    import dataclasses
+
+    from tailgan.classify.bench import classify_seeds, summarize, write_bench_report
+
+    doc = json.loads((Path(args.out) / f"{args.stem}.json").read_text())  # the header run_bench wrote
+    header = {k: v for k, v in doc.items() if k not in ("data", "winners", "notes", "results")}
+
+    tail = rows[0]["runs"][0]["tail_classes"] if rows else None
+    done = {r["strategy"] for r in rows}
+    for label, upper in upper_bound_data(data, args.root).items():
+        if label in done:
+            continue
+        r = classify_seeds(upper, "vanilla", range(args.seeds), dataclasses.replace(cfg, steps=steps), log=log)
+        for run in r["runs"]:
+            run["tail_classes"] = tail
+            run["tail_recall"] = sum(run["recall_per_class"][c] for c in tail) / len(tail)
+            run["strategy"] = label
+        rows.append({"strategy": label, "runs": r["runs"], "summary": summarize(r["runs"]), "generative": False,
+                     "upper_bound": True})  # fmt: skip
+        write_bench_report(rows, data, args.out, header, notes + [UPPER_NOTE], args.stem)
+
+
+UPPER_NOTE = (
+    "upper:* rows use data the user does not have: vanilla with the same steps on a class-balanced real set of the "
+    "long-tailed set's size (upper:balanced-N) and on the full balanced training set (upper:full-balanced); their "
+    "validation split is carved from that set, their tail-3 recall is on the long-tailed set's rarest classes. They "
+    "show the headroom of rebalancing and generation, and are never a strategy's competitor."
+)
 
 
 def default_root() -> str:
@@ -61,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-weight", type=float, default=1.0, help="gan rows: weight of synthetic images")
     p.add_argument("--finetune", default="none", choices=("none", "all", "head"), help="gan rows: two-stage")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--data", default="fashion_mnist_lt", help="a preset, e.g. digits_lt (the quick table)")
+    p.add_argument("--data-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="data overrides, e.g. recipe=exp imbalance_factor=100 (the imbalance sweep)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="classifier settings for every row, e.g. augment=none, split_seed=0")
+    p.add_argument("--add-rows", action="append", default=[], metavar="REPORT.json",
+                   help="with --merge: add the rows of another report of the same seeds, settings and split "
+                        "(e.g. gan rows run beside the classical ones); their notes come along")
+    p.add_argument("--upper", action="store_true",
+                   help="add the upper-bound rows: the same budget on a class-balanced real set of the same size, "
+                        "and on the full balanced training set (data the user does not have)")
     p.add_argument("--epochs", type=float, default=30.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves the other core free)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -74,9 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    data = load_data("fashion_mnist_lt", root=args.root)
+    data_overrides = {k: _value(v) for k, v in map(_pair, args.data_set)}
+    data = load_data(args.data, root=args.root, **data_overrides)
     cfg = ClassifyConfig(
-        arch="lenet5",
+        **{k: _value(v) for k, v in map(_pair, args.set)},
         epochs=args.epochs,
         filter=args.filter,
         synthetic=args.synthetic,
@@ -90,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     report = Path(args.out) / f"{args.stem}.json"
     if args.merge and report.is_file():
         previous = json.loads(report.read_text())
+    for extra in args.add_rows:  # rows measured by another process with the same settings and splits
+        previous = add_rows(previous, json.loads(Path(extra).read_text()), extra)
     notes = [
         "Protocol: model selection on a validation split carved from the long-tailed training data; "
         "the seeds' code selected on the test set, so its numbers are optimistic and not comparable.",
@@ -102,6 +187,19 @@ def main(argv: list[str] | None = None) -> int:
         "from 80 % of training, like ldam-drw.",
         "folder: not run here (it scores a folder of synthetic images made elsewhere; `tailgan augment RUN` "
         "writes one from the same generators the gan rows use).",
+        f"Recipe: augment={cfg.augment} (standard: pad-and-random-crop of size // 8 px and a horizontal flip where "
+        "the source's classes survive a mirror) on every training batch of every row, synthetic images included; "
+        "validation and test images are never augmented.",
+        "mixup / cutmix / cmo: batch mixing (alpha 1; CMO pastes a box of a class-balanced second batch into half "
+        "of the batches), loss lam L(y_a) + (1 - lam) L(y_b) with the row's loss (cmo+la: logit-adjusted).",
+        "crt / tau-norm / lws (+S: on the S backbone; alone: on vanilla): the backbone is the plain row of the same "
+        "name, trained once; the second stage works on its penultimate features of the real training part "
+        "(crt: a fresh linear head, class-balanced batches, 10 epochs of features; tau-norm: tau chosen on "
+        "validation; lws: per-class scales). Their step budget is the backbone's; the head's steps are listed "
+        "in each run's second_stage record (a few hundred steps of an 84 x C linear layer, about a second).",
+        "feat-calibrate / feat-diffusion (+S): the head re-trained as crt on real + generated penultimate "
+        "features of the backbone (fill: every class up to the largest), generated in the power-transformed space "
+        "and passed through the prototype filter (kept / down-weighted / dropped per class in each run's record).",
     ]
     generators = {}
     if args.generator:
@@ -133,25 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     header = {
         "command": "python benchmarks/" + Path(__file__).name + " " + " ".join(argv or sys.argv[1:]),
         "budget": (
-            f"LeNet-5, {args.epochs:g} epochs of the {n_train} real LT training images = {steps} steps for "
+            f"{cfg.arch}, {args.epochs:g} epochs of the {n_train} real LT training images = {steps} steps for "
             f"every strategy, batch {cfg.batch_size}, SGD lr {cfg.lr}, {args.threads} CPU thread(s)"
         ),
-        "data": "fashion_mnist_lt",
+        "data": " ".join([args.data, *args.data_set]),
     }
-    run_bench(
-        data,
-        strategies,
-        range(args.seeds),
-        cfg,
-        args.out,
-        generators=generators,
-        gan_strategies=gan_strategies,
-        header=header,
-        notes=notes,
-        stem=args.stem,
-        previous=previous,
-        log=lambda s: print(s, flush=True),
-    )
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    backbones: dict = {}
+    rows = run_bench(data, strategies, range(args.seeds), cfg, args.out, generators=generators,
+                     gan_strategies=gan_strategies, header=header, notes=notes, stem=args.stem, previous=previous,
+                     log=log, backbones=backbones)  # fmt: skip
+    if args.upper:
+        add_upper_bounds(rows, data, args, cfg, steps, header, notes, log)
     print(f"wrote {Path(args.out) / (args.stem + '.md')}")
     return 0
 

@@ -7,6 +7,7 @@ steps after which compiling has paid for itself. GAN recipes with a gradient pen
 a whole (aot_autograd refuses double backward), so they are not in this table.
 
     python benchmarks/compile_speed.py --threads 1
+    python benchmarks/compile_speed.py --archs lenet5 --modes fp32 --steps 2 --out /tmp/cs   # a check
 
 Writes benchmarks/results/compile_speed.{json,md}.
 """
@@ -14,22 +15,16 @@ Writes benchmarks/results/compile_speed.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _harness import RESULTS, command, machine, now, write_results
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tailgan.nets.classifiers import build_classifier  # noqa: E402
-from tailgan.nets.precision import resolve_precision  # noqa: E402
+from tailgan.nets.classifiers import build_classifier
+from tailgan.nets.precision import resolve_precision
 
 STEM = "compile_speed"
 
@@ -72,43 +67,30 @@ def measure(arch: str, mode: str, compiled: bool, steps: int) -> dict:
     return {"first_two_steps_s": first, "step_s_median": statistics.median(times)}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = []
-    for arch in ("lenet5", "resnet32"):
-        for mode in ("fp32", "fast"):
-            eager = measure(arch, mode, False, args.steps)
-            try:
-                comp = measure(arch, mode, True, args.steps)
-                error = None
-            except Exception as e:  # a compiler missing or failing is a result too
-                comp, error = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            row = {"arch": arch, "mode": mode, "eager": eager, "compiled": comp, "error": error}
-            if comp:
-                gain = eager["step_s_median"] - comp["step_s_median"]
-                overhead = comp["first_two_steps_s"] - eager["first_two_steps_s"]
-                row["speedup"] = eager["step_s_median"] / comp["step_s_median"]
-                row["break_even_steps"] = overhead / gain if gain > 0 else None
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    doc = {"command": " ".join([sys.executable, *sys.argv]), "torch": torch.__version__,
-           "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
-           "rows": rows}  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{STEM}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    lines = [f"# torch.compile on the CPU: classifier steps ({doc['date'][:10]}, torch {torch.__version__}, "
-             f"{args.threads} thread)", "", f"Command: `{doc['command']}`", "",
+def measure_row(arch: str, mode: str, steps: int) -> dict:
+    """Eager against compiled for one network and mode; a compiler missing or failing is a result too."""
+    eager = measure(arch, mode, False, steps)
+    try:
+        comp = measure(arch, mode, True, steps)
+        error = None
+    except Exception as e:
+        comp, error = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    row = {"arch": arch, "mode": mode, "eager": eager, "compiled": comp, "error": error}
+    if comp:
+        gain = eager["step_s_median"] - comp["step_s_median"]
+        overhead = comp["first_two_steps_s"] - eager["first_two_steps_s"]
+        row["speedup"] = eager["step_s_median"] / comp["step_s_median"]
+        row["break_even_steps"] = overhead / gain if gain > 0 else None
+    return row
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"# torch.compile on the CPU: classifier steps ({doc['date'][:10]}, torch {doc['torch']}, "
+             f"{doc['machine']['torch_threads']} thread)", "", f"Command: `{doc['command']}`", "",
              "| network | mode | eager step (s) | compiled step (s) | speed-up | compile overhead (s) "
              "| pays off after |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in rows:
+    for r in doc["rows"]:
         if r["compiled"] is None:
             lines.append(f"| {r['arch']} | {r['mode']} | {r['eager']['step_s_median']:.4f} | failed | - | - | "
                          f"{r['error']} |")  # fmt: skip
@@ -117,8 +99,27 @@ def main() -> int:
         be = f"{r['break_even_steps']:.0f} steps" if r["break_even_steps"] else "never"
         lines.append(f"| {r['arch']} | {r['mode']} | {r['eager']['step_s_median']:.4f} | "
                      f"{r['compiled']['step_s_median']:.4f} | {r['speedup']:.2f}x | {over:.1f} | {be} |")  # fmt: skip
-    (out / f"{STEM}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--archs", default="lenet5,resnet32", help="comma list of lenet5, resnet32")
+    p.add_argument("--modes", default="fp32,fast", help="comma list of fp32, fast")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for arch in args.archs.split(","):
+        for mode in args.modes.split(","):
+            rows.append(measure_row(arch, mode, args.steps))
+            print(json.dumps(rows[-1]), flush=True)
+    doc = {"command": command(__file__, argv), "torch": torch.__version__, "date": now(), "machine": machine(),
+           "rows": rows}  # fmt: skip
+    write_results(args.out, STEM, doc, markdown(doc))
+    print(markdown(doc))
     return 0
 
 

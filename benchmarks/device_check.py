@@ -27,28 +27,30 @@ Writes ``--out``/device_check.{json,md} (default benchmarks/results).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
+import fast_path_recipes  # benchmarks/: build() is the Trainer that tailgan train builds
 import torch
+from _harness import (
+    RESULTS,
+    command,
+    data_root,
+    machine,
+    now,
+    pick_data,
+    run_tailgan,
+    time_alternately,
+    write_results,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import fast_path_recipes  # noqa: E402  (benchmarks/: build() is the Trainer that tailgan train builds)
-from train_speed import default_root, pick_data  # noqa: E402
-
-from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
-from tailgan.version import __version__, cpu_model  # noqa: E402
+from tailgan.version import __version__
 
 STEM = "device_check"
 SECTIONS = ("presets", "classify", "eval", "ddp", "speed")
@@ -110,17 +112,16 @@ def check_presets(args: argparse.Namespace, data: str, work: Path) -> list[dict]
     return rows
 
 
-def tailgan_cli(args: list[str], timeout: float, env: dict | None = None, launcher: list[str] | None = None) -> dict:
+def tailgan_cli(args: list[str], timeout: float, launcher: tuple[str, ...] = ()) -> dict:
     """Run ``python -m tailgan ARGS`` (optionally under ``launcher``), as a user would; its status and output tail."""
-    cmd = [sys.executable, *(launcher or []), "-m", "tailgan", *args]
     t0 = time.perf_counter()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                             env=dict(os.environ, **(env or {})))  # fmt: skip
+        res = run_tailgan(*args, threads=None, capture=True, timeout=timeout, launcher=launcher, check=False)
         ok, tail = res.returncode == 0, (res.stdout + res.stderr)[-1500:]
     except subprocess.TimeoutExpired:
         ok, tail = False, f"timed out after {timeout} s"
-    return {"ok": ok, "command": " ".join(cmd[1:]), "seconds": round(time.perf_counter() - t0, 2), "output_tail": tail}
+    cmd = " ".join([*launcher, "-m", "tailgan", *args])
+    return {"ok": ok, "command": cmd, "seconds": round(time.perf_counter() - t0, 2), "output_tail": tail}
 
 
 def check_classify(args: argparse.Namespace, data: str, work: Path) -> dict:
@@ -151,8 +152,8 @@ def check_ddp(args: argparse.Namespace, data: str, work: Path) -> dict:
     root = ["--root", args.root] if data == "fashion_mnist_lt" else []
     out = tailgan_cli(["train", "--method", "ecogan-dcgan", "--data", data, *root, "--steps", str(args.steps),
                        "--out", str(run), "precision=auto", "device=cuda", f"ckpt_every={args.steps}"],
-                      timeout=args.timeout, launcher=["-m", "torch.distributed.run", "--standalone",
-                                                      "--nproc-per-node", "2"])  # fmt: skip
+                      timeout=args.timeout, launcher=("-m", "torch.distributed.run", "--standalone",
+                                                      "--nproc-per-node", "2"))  # fmt: skip
     if out["ok"]:
         synced = [json.loads(x) for x in (run / "log.jsonl").open() if "ddp_in_sync" in x]
         out["in_sync"] = bool(synced) and all(r["ddp_in_sync"] for r in synced)
@@ -166,14 +167,7 @@ def time_interleaved(steps: dict, n: int, warmup: int, device: str) -> dict:
         for f in steps.values():
             f()
     sync(device)
-    wall: dict[str, list[float]] = {m: [] for m in steps}
-    order = list(steps)
-    for i in range(n):
-        for m in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            steps[m]()
-            sync(device)
-            wall[m].append(time.perf_counter() - t0)
+    wall = time_alternately(steps, n, sync=lambda: sync(device))
     return {m: statistics.median(v) for m, v in wall.items()}
 
 
@@ -227,8 +221,7 @@ def check_speed(args: argparse.Namespace, data: str) -> list[dict]:
 
 
 def device_info(device: str) -> dict:
-    info = {"device": device, "torch": torch.__version__, "tailgan": __version__, "cpu": cpu_model(),
-            "nproc": os.cpu_count(), "python": platform.python_version()}  # fmt: skip
+    info = machine(device=device, tailgan=__version__)
     if device.startswith("cuda") and torch.cuda.is_available():
         info.update(gpu=torch.cuda.get_device_name(), gpus=torch.cuda.device_count(),
                     bf16=torch.cuda.is_bf16_supported(), cuda=torch.version.cuda)  # fmt: skip
@@ -279,7 +272,7 @@ def markdown(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
-    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw (else digits_lt)")
+    p.add_argument("--root", default=data_root(), help="folder holding FashionMNIST/raw (else digits_lt)")
     p.add_argument("--data", default="auto", help="auto: fashion_mnist_lt when under --root, else digits_lt")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma list of " + ", ".join(SECTIONS))
     p.add_argument("--presets", default="", help="comma list (default: every recipe and preset)")
@@ -292,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--speed-warmup", type=int, default=5)
     p.add_argument("--timeout", type=float, default=300, help="seconds for each CLI sub-process")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU here; run with --device cpu for the CPU check")
@@ -303,11 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     data, data_note = pick_data(args.root) if args.data == "auto" else (args.data, "")
-    started, t0 = datetime.datetime.now().astimezone().isoformat(timespec="seconds"), time.perf_counter()
+    t0 = time.perf_counter()
     doc: dict = {
         "benchmark": STEM,
-        "command": " ".join(["python", *sys.argv]),
-        "started": started,
+        "command": command(__file__, argv),
+        "started": now(),
         "machine": device_info(args.device),
         "data": data + (f" ({data_note})" if data_note else ""),
     }
@@ -330,10 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     failed += [f"presets:{r['preset']}" for r in doc.get("presets", []) if not r["ok"]]
     failed += [f"speed:{r['model']}@{r['batch']}" for r in doc.get("speed", []) if not r["ok"]]
     doc["failed"] = failed
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{STEM}.json", doc)
-    atomic_write_text(out / f"{STEM}.md", markdown(doc))
+    write_results(args.out, STEM, doc, markdown(doc))
     print(markdown(doc))
     print(f"failed: {', '.join(failed)}" if failed else "every check passed")
     return 1 if failed else 0

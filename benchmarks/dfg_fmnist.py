@@ -8,10 +8,10 @@ training data (DFG's code kept the best *test* accuracy, which flatters its numb
 on the test set). DFG's README numbers (top-1 %, EMNIST source, 40,000 steps) are printed beside them.
 
 Resumable: finished (row, seed) results are kept in ``--out`` (JSON) and skipped on the next call; a DFG
-run continues from its run folder. ``--quick`` is a seconds-long check of the whole pipeline.
+run continues from its run folder (under ``--work``). ``--quick`` is a seconds-long check of the whole pipeline.
 
     python benchmarks/dfg_fmnist.py --root ../shared/data --steps 4000 --seeds 3
-    python benchmarks/dfg_fmnist.py --root ../shared/data --quick --out /tmp/dfg_quick.json
+    python benchmarks/dfg_fmnist.py --root ../shared/data --quick --out /tmp/dfg_quick.json --work /tmp/dfg_runs
 """
 
 from __future__ import annotations
@@ -20,17 +20,15 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _harness import REPO, RESULTS, ResultsTable, command, data_root, machine
 
-from tailgan.classify.bench import machine_info
+from tailgan.baselines.transfer import SourceConfig, TransferConfig, source_network, train_and_score_transfer
 from tailgan.classify.train import ClassifyConfig, train_and_score
-from tailgan.classify.transfer import SourceConfig, TransferConfig, source_network, train_and_score_transfer
 from tailgan.data import load_data
-from tailgan.io import atomic_write_json, atomic_write_text
 
 # DFG README, Fashion-MNIST 40:1, top-1 % (mean, std); EMNIST LeNet-5 source, selected on the test set
 PAPER = {"original": (77.13, 3.24), "finetune": (75.39, 3.54), "delta": (78.91, 2.27), "dfg": (82.65, 0.28)}
@@ -55,10 +53,27 @@ def run_row(row: str, seed: int, data, source: Path, args, runs: Path) -> dict:
     return out
 
 
-def table(results: dict, seeds: int) -> str:
+def row_key(result: dict) -> str:
+    return f"{result['row']}:{result['seed']}"
+
+
+def rows_as_list(doc: dict) -> dict:
+    """A table written before benchmarks/_harness.py (``results[row][seed]``) in the list layout."""
+    if "results" in doc:
+        doc["rows"] = [{"row": row, "seed": int(seed), **res}
+                       for row, by_seed in doc.pop("results").items() for seed, res in by_seed.items()]  # fmt: skip
+    return doc
+
+
+def of_row(results: list[dict], row: str) -> list[dict]:
+    """The results of ``row``, by seed."""
+    return sorted((r for r in results if r["row"] == row), key=lambda r: r["seed"])
+
+
+def table(results: list[dict], seeds: int) -> str:
     lines = ["| row | top-1 % (tailgan) | ACSA % | DFG README top-1 % | seeds |", "|---|---|---|---|---|"]
     for row in ROWS:
-        done = [results[row][s] for s in sorted(results.get(row, {}))]
+        done = of_row(results, row)
         if not done:
             continue
 
@@ -74,8 +89,9 @@ def table(results: dict, seeds: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default="../shared/data")
-    p.add_argument("--out", default="benchmarks/results/dfg_fmnist.json")
+    p.add_argument("--root", default=data_root())
+    p.add_argument("--out", default=str(RESULTS / "dfg_fmnist.json"))
+    p.add_argument("--work", help="run folders of the DFG rows (default: runs/<stem of --out>)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=4000, help="updates per row (DFG: 40,000 generator steps)")
     p.add_argument("--eval-every", type=int, default=100)
@@ -88,33 +104,26 @@ def main() -> None:
         args.steps, args.eval_every, args.seeds, args.source_epochs = 4, 2, 1, 0.01
     torch.set_num_threads(1)
     out = Path(args.out)
-    previous = json.loads(out.read_text()) if out.is_file() else {}
-    if previous and previous.get("steps") != args.steps:
-        p.error(f"{out} holds rows of {previous.get('steps')} updates, not {args.steps}; pass another --out")
-    results = previous.get("results", {})
-    runs = Path("runs") / out.stem  # run folders of the DFG rows (resumed; not committed)
+    runs = Path(args.work) if args.work else REPO / "runs" / out.stem  # resumed; not committed
     data = load_data("fashion_mnist_dfg40", args.root)
     print(data.summary())
     source = source_network("mnist", args.root, SourceConfig(epochs=args.source_epochs), channels=1)
-    command = "python benchmarks/dfg_fmnist.py " + " ".join(sys.argv[1:])
+    header = {"steps": args.steps, "source": str(source), "command": command(__file__), "machine": machine(),
+              "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    results = ResultsTable(out.parent, out.stem, lambda doc: report(doc, args), key=row_key, header=header,
+                           same=("steps",), upgrade=rows_as_list)  # fmt: skip
     faithful_seeds = args.seeds if args.faithful_seeds is None else args.faithful_seeds
     for seed in range(args.seeds):  # seeds outermost: a cut-short run has every row at the first seeds
         for row in args.rows.split(","):
-            if str(seed) in results.get(row, {}) or (row == "dfg-faithful" and seed >= faithful_seeds):
+            if f"{row}:{seed}" in results or (row == "dfg-faithful" and seed >= faithful_seeds):
                 continue
-            results.setdefault(row, {})[str(seed)] = run_row(row, seed, data, source, args, runs)
-            doc = {"steps": args.steps, "source": str(source), "command": command, "machine": machine_info(),
-                   "date": time.strftime("%Y-%m-%d"), "results": results}  # fmt: skip
-            atomic_write_json(out, doc)
-            atomic_write_text(out.with_suffix(".md"), report(doc, args))
-            print(f"{row} seed {seed}: {results[row][str(seed)]['accuracy']:.4f}", flush=True)
-    figures(results, runs, out)  # also fills the dfg rows' curves from their run logs
-    doc = json.loads(out.read_text()) if out.is_file() else {}
-    if doc:
-        doc["results"] = results
-        atomic_write_json(out, doc)
-        atomic_write_text(out.with_suffix(".md"), report(doc, args))
-    print(table(results, args.seeds))
+            results.add({"row": row, "seed": seed, **run_row(row, seed, data, source, args, runs)})
+            print(f"{row} seed {seed}: {results.rows[-1]['accuracy']:.4f}", flush=True)
+    if results.rows:
+        with results.locked():
+            figures(results.rows, runs, out)  # also fills the dfg rows' curves from their run logs
+            results.save()
+    print(table(results.rows, args.seeds))
 
 
 def dfg_curve(run: Path) -> list[tuple[int, float]]:
@@ -123,7 +132,7 @@ def dfg_curve(run: Path) -> list[tuple[int, float]]:
     return [(r["step"], r["valid_acsa"]) for r in records if "event" not in r and r.get("valid_acsa") is not None]
 
 
-def figures(results: dict, runs: Path, out: Path) -> None:
+def figures(results: list[dict], runs: Path, out: Path) -> None:
     """Validation ACSA against updates for every row and seed (does the curve flatten at this budget?), and the
     last attention map (classes x channels) of DFG seed 0 beside the table."""
     import matplotlib
@@ -132,14 +141,15 @@ def figures(results: dict, runs: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, row in enumerate(r for r in ROWS if r in results):
-        for seed, res in sorted(results[row].items()):
-            if not res.get("valid_curve") and (runs / f"{row}_seed{seed}" / "log.jsonl").is_file():
-                res["valid_curve"] = dfg_curve(runs / f"{row}_seed{seed}")  # the dfg rows log theirs in the run
+    for i, row in enumerate(r for r in ROWS if of_row(results, r)):
+        for res in of_row(results, row):
+            run = runs / f"{row}_seed{res['seed']}"
+            if not res.get("valid_curve") and (run / "log.jsonl").is_file():
+                res["valid_curve"] = dfg_curve(run)  # the dfg rows log theirs in the run
             curve = [(s, v) for s, v in res.get("valid_curve") or [] if v is not None]
             if curve:
                 xs, ys = zip(*curve)
-                ax.plot(xs, ys, color=f"C{i}", alpha=0.8, label=LABEL[row] if seed == "0" else None)
+                ax.plot(xs, ys, color=f"C{i}", alpha=0.8, label=LABEL[row] if res["seed"] == 0 else None)
     ax.set_xlabel("update")
     ax.set_ylabel("validation ACSA")
     ax.legend(fontsize=8)
@@ -162,7 +172,7 @@ def report(doc: dict, args) -> str:
         f"- budget: {doc['steps']} updates per row (DFG's README: 40,000 generator steps); validation every "
         f"{args.eval_every} updates",
         "",
-        table(doc["results"], args.seeds),
+        table(doc["rows"], args.seeds),
         "",
         "- Protocol difference: DFG's README selects the best step on the **test** set with an EMNIST source; "
         "tailgan selects on a stratified 10 % validation split of the long-tailed training data (test set used "

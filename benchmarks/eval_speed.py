@@ -15,6 +15,7 @@ With ``--run RUN`` it also evaluates that training run (both reference protocols
 per-class FID / KID / label accuracy.
 
     python benchmarks/eval_speed.py --root ../shared/data [--run /path/to/run] [--threads 2]
+    python benchmarks/eval_speed.py --n 1000 --repeats 1 --out /tmp/es     # a check of the pipelines (seconds)
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,18 +31,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchmetrics
+from _harness import RESULTS, data_root, machine, write_results
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from tailgan.data import DataConfig, fit_images, load_data, to_float
+from tailgan.metrics import evaluate, extract, format_table, get_evaluator, stats
 
-from tailgan.data import DataConfig, fit_images, load_data, to_float  # noqa: E402
-from tailgan.metrics import evaluate, extract, format_table, get_evaluator, stats  # noqa: E402
-from tailgan.version import cpu_model  # noqa: E402
-
-N = 10_000
+N = 10_000  # real and fake images each
+KID_SUBSET = 1000
 
 
 class _Identity(nn.Module):
@@ -78,18 +74,6 @@ def clovaai_prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict:
         return compute_prdc(real, fake, nearest_k=k)
 
 
-def machine() -> dict:
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchmetrics": torchmetrics.__version__,
-        "load_average_at_start": os.getloadavg(),
-    }
-
-
 def tailgan_pipeline(ev, real_images, fake_images):
     """tailgan: (figures, seconds per stage)."""
     t = {}
@@ -101,7 +85,7 @@ def tailgan_pipeline(ev, real_images, fake_images):
     out = {"fid": stats.fid(fr, ff)}
     t["fid"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out["kid"], out["kid_std"] = stats.kid(fr, ff, subsets=100, subset_size=1000)
+    out["kid"], out["kid_std"] = stats.kid(fr, ff, subsets=100, subset_size=min(KID_SUBSET, len(fr)))
     t["kid"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out.update(stats.prdc(fr, ff, k=5))
@@ -130,7 +114,8 @@ def baseline_pipeline(ev, real_images, fake_images):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "will save all extracted features"
         fid = FrechetInceptionDistance(feature=_Identity(fr.shape[1]))
-        kid = KernelInceptionDistance(feature=_Identity(fr.shape[1]), subsets=100, subset_size=1000)
+        kid = KernelInceptionDistance(feature=_Identity(fr.shape[1]), subsets=100,
+                                      subset_size=min(KID_SUBSET, len(fr)))  # fmt: skip
     fid.update(fr, real=True)
     fid.update(ff, real=False)
     out = {"fid": float(fid.compute())}
@@ -182,16 +167,17 @@ def evaluate_run(run_dir: str, root: str | None) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder holding FashionMNIST/")
+    p.add_argument("--root", default=data_root(), help="folder holding FashionMNIST/")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--n", type=int, default=N, help="real and fake images each (10,000: the table)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--run", help="also evaluate this tailgan run folder (per-class tables)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    report = {"machine": machine()}
+    report = {"machine": machine(torchmetrics=torchmetrics.__version__)}
     data = load_data(DataConfig(source="fashion_mnist", root=args.root, recipe="none"))
     t0 = time.perf_counter()
     ev = get_evaluator(data.config, log=print)
@@ -204,7 +190,7 @@ def main() -> None:
     )
     print(f"evaluator: test accuracy {ev.info['test_accuracy']:.4f} (trained in {meta['train_seconds']:.0f} s)")
 
-    real, fake = data.test.images[:N], data.train.images[:N]
+    real, fake = data.test.images[: args.n], data.train.images[: args.n]
     res = timed(
         {
             "tailgan": lambda: tailgan_pipeline(ev, real, fake),
@@ -212,10 +198,10 @@ def main() -> None:
         },
         args.repeats,
     )
-    speed = {"images": 2 * N, "repeats": args.repeats}
+    speed = {"images": 2 * args.n, "repeats": args.repeats}
     for name, r in res.items():
         best = {k: min(run[k] for run in r["runs"]) for k in r["runs"][0]}
-        speed[name] = {**r, "best_seconds": best, "images_per_s": 2 * N / best["total"]}
+        speed[name] = {**r, "best_seconds": best, "images_per_s": 2 * args.n / best["total"]}
     t, b = speed["tailgan"], speed["baseline"]
     speed["tailgan_overhead"] = t["best_seconds"]["total"] / b["best_seconds"]["total"] - 1
     speed["fid_rel_diff"] = abs(t["figures"]["fid"] - b["figures"]["fid"]) / b["figures"]["fid"]
@@ -230,11 +216,8 @@ def main() -> None:
     if args.run:
         report["run"] = evaluate_run(args.run, args.root)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_speed.json").write_text(json.dumps(report, indent=1))
-    (out / "eval_speed.md").write_text(markdown(report))
-    print(f"written to {out / 'eval_speed.md'}")
+    path = write_results(args.out, "eval_speed", report, markdown(report))
+    print(f"written to {path.with_suffix('.md')}")
 
 
 def _f(v, fmt: str) -> str:
@@ -246,9 +229,9 @@ def markdown(r: dict) -> str:
     lines = [
         "# Evaluation speed (benchmarks/eval_speed.py)",
         "",
-        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} ({m['torch_threads']} threads), "
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), torch {m['torch']} ({m['torch_threads']} threads), "
         f"torchmetrics {m['torchmetrics']}, Python {m['python']}; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])} (the machine is shared: timings are noisy).",
+        f"{', '.join(f'{x:.1f}' for x in m['loadavg_start'])} (the machine is shared: timings are noisy).",
         "",
         "## Fashion-MNIST evaluator",
         "",
@@ -260,7 +243,7 @@ def markdown(r: dict) -> str:
         "|---|" + "---|" * len(e["test_accuracy_per_class"]),
         "| test accuracy | " + " | ".join(f"{a:.3f}" for a in e["test_accuracy_per_class"]) + " |",
         "",
-        "## FID + KID + PRDC of 10,000 vs 10,000 images (feature extraction included)",
+        f"## FID + KID + PRDC of {s['images'] // 2:,} vs {s['images'] // 2:,} images (feature extraction included)",
         "",
         f"Best of {s['repeats']} interleaved runs; seconds per stage (each the best over the runs).",
         "",
@@ -284,47 +267,40 @@ def markdown(r: dict) -> str:
         "",
     ]
     if "run" in r:
-        run = r["run"]
-        lines += [
-            f"## Run `{run['run']}` (step {run['step']}, {run['data']})",
-            "",
-            f"Evaluator at the run's pixels: test accuracy {run['evaluator']['test_accuracy']:.4f} "
-            f"({run['evaluator']['resolution']} px).",
-            "",
-        ]
-        for ref, res in run["results"].items():
-            o = res["overall"]
-            lines += [
-                f"### ref {ref}: {res['num_real']} real / {res['num_fake']} fake images ({res['wall_seconds']:.0f} s)",
-                "",
-                f"FID {o['fid']:.3f}, KID {o['kid']:.5f} ± {o['kid_std']:.5f}, IS {o['is']:.3f}, "
-                f"intra-class FID {o['ifid']:.3f}, precision {o['precision']:.3f}, recall {o['recall']:.3f}, "
-                f"density {o['density']:.3f}, coverage {o['coverage']:.3f}, MS-SSIM {o['msssim']:.3f} "
-                f"(real {o['msssim_real']:.3f}), label accuracy {o['labelacc']:.3f} "
-                f"(real {o['labelacc_real']:.3f})",
-                "",
-                "| class | real | fake | FID | KID | label acc. | MS-SSIM | precision | recall |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for row in res["per_class"]:
-                cells = [
-                    _f(row[k], f)
-                    for k, f in (
-                        ("fid", ".2f"),
-                        ("kid", ".4f"),
-                        ("labelacc", ".3f"),
-                        ("msssim", ".3f"),
-                        ("precision", ".3f"),
-                        ("recall", ".3f"),
-                    )
-                ]
-                lines.append(
-                    f"| {row['class']} {row['name']} | {row['num_real']} | {row['num_fake']} | "
-                    + " | ".join(cells)
-                    + " |"
-                )
-            lines += [""] + [f"- warning: {w}" for w in res["warnings"]] + [""]
+        lines += run_markdown(r["run"])
     return "\n".join(lines)
+
+
+def run_markdown(run: dict) -> list[str]:
+    """The ``--run`` section: the run's overall figures and per-class table for each reference."""
+    lines = [
+        f"## Run `{run['run']}` (step {run['step']}, {run['data']})",
+        "",
+        f"Evaluator at the run's pixels: test accuracy {run['evaluator']['test_accuracy']:.4f} "
+        f"({run['evaluator']['resolution']} px).",
+        "",
+    ]
+    for ref, res in run["results"].items():
+        o = res["overall"]
+        lines += [
+            f"### ref {ref}: {res['num_real']} real / {res['num_fake']} fake images ({res['wall_seconds']:.0f} s)",
+            "",
+            f"FID {o['fid']:.3f}, KID {o['kid']:.5f} ± {o['kid_std']:.5f}, IS {o['is']:.3f}, "
+            f"intra-class FID {o['ifid']:.3f}, precision {o['precision']:.3f}, recall {o['recall']:.3f}, "
+            f"density {o['density']:.3f}, coverage {o['coverage']:.3f}, MS-SSIM {o['msssim']:.3f} "
+            f"(real {o['msssim_real']:.3f}), label accuracy {o['labelacc']:.3f} "
+            f"(real {o['labelacc_real']:.3f})",
+            "",
+            "| class | real | fake | FID | KID | label acc. | MS-SSIM | precision | recall |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        columns = (("fid", ".2f"), ("kid", ".4f"), ("labelacc", ".3f"), ("msssim", ".3f"), ("precision", ".3f"),
+                   ("recall", ".3f"))  # fmt: skip
+        for row in res["per_class"]:
+            cells = [f"{row['class']} {row['name']}", str(row["num_real"]), str(row["num_fake"])]
+            lines.append("| " + " | ".join(cells + [_f(row[k], f) for k, f in columns]) + " |")
+        lines += [""] + [f"- warning: {w}" for w in res["warnings"]] + [""]
+    return lines
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ There is no hand loop for these (their steps are too large to replicate by hand 
 speed-up of the switch, not overhead.
 
     python benchmarks/fast_path_recipes.py --threads 1
+    python benchmarks/fast_path_recipes.py --recipes dfg --steps 1 --warmup 1 --out /tmp/fp     # a check
 
 Writes benchmarks/results/fast_path_recipes.{json,md}.
 """
@@ -22,19 +23,16 @@ Writes benchmarks/results/fast_path_recipes.{json,md}.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _harness import RESULTS, command, data_root, loadavg, machine, now, time_alternately, write_results
 
-REPO = Path(__file__).resolve().parents[1]
 STEM = "fast_path_recipes"
 SCRATCH = tempfile.mkdtemp(prefix="fast_path_")  # run folders and the cold compile cache; removed at the end
 RECIPES = {
@@ -46,10 +44,6 @@ RECIPES = {
         "data.resolution=32", "optim.batch_size=16", "options.mode=alt", "options.gan_warmup=0",
         "options.cls_warmup=0"]),
 }  # fmt: skip
-
-
-def default_root() -> str:
-    return os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
 
 
 def build(recipe: str, data_name: str, overrides: list[str], precision: str, root: str, compile: str = "off",
@@ -85,13 +79,7 @@ def time_recipe(name: str, root: str, steps: int, warmup: int) -> dict:
             if i == 0:
                 first_wall[p] = time.perf_counter() - t0
                 first[p] = {k: float(v) for k, v in out.items()}
-    wall: dict[str, list[float]] = {p: [] for p in loops}
-    order = list(loops)
-    for i in range(steps):
-        for p in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            loops[p][0].step()
-            wall[p].append(time.perf_counter() - t0)
+    wall = time_alternately({p: trainer.step for p, (trainer, _) in loops.items()}, steps)
     med = {p: statistics.median(v) for p, v in wall.items()}
     policy = loops["auto"][1].precision
     compiled = {}
@@ -112,67 +100,58 @@ def time_recipe(name: str, root: str, steps: int, warmup: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
-    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of " + ", ".join(RECIPES))
-    p.add_argument("--steps", type=int, default=30, help="timed steps per mode")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--warm-cache", action="store_true", help="keep TorchInductor's compile cache (default: a cold one)")
-    args = p.parse_args(argv)
-    if not args.warm_cache:  # a first run's compile time, not a cached graph's (a rerun compiles in seconds)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_", dir=SCRATCH)
-    torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(REPO))
-    from tailgan.version import cpu_model
-
-    names = [n for n in args.recipes.split(",") if n]
-    unknown = [n for n in names if n not in RECIPES]
-    if unknown:
-        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    load_start = [round(x, 2) for x in os.getloadavg()]
-    rows = {}
-    for name in names:
-        print(f"{name}: {args.warmup} + {args.steps} steps per mode", flush=True)
-        rows[name] = time_recipe(name, args.root, args.steps, args.warmup)
-        r = rows[name]
-        print(f"    fp32 {r['steps_per_s']['fp32']:.3f}/s, fast {r['steps_per_s']['auto']:.3f}/s: {r['speedup']:.2f}x")
-    doc = {
-        "benchmark": STEM, "command": " ".join(["python", *sys.argv]), "started": started,
-        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
-                    "loadavg_start": load_start, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
-        "recipes": {n: {"recipe": RECIPES[n][0], "data": RECIPES[n][1], "overrides": RECIPES[n][2]} for n in names},
-        "rows": rows,
-    }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{STEM}.json").write_text(json.dumps(doc, indent=1) + "\n")
-    m = doc["machine"]
+def markdown(doc: dict) -> str:
+    m, timed, warmup = doc["machine"], doc["timed_steps"], doc["warmup_steps"]
     lines = [
         "# Fast path vs fp32 for DFG and the joint recipes (tailgan's Trainer.step)", "",
-        f"{started}, {m['cpu']}, {m['nproc']} cores, {m['threads']} thread(s), torch {m['torch']}, load average "
-        f"{m['loadavg_start']} at start, {m['loadavg_end']} at the end. Command: `{doc['command']}`.", "",
+        f"{doc['started']}, {m['cpu']}, {m['nproc']} cores, {m['torch_threads']} thread(s), torch {m['torch']}, load "
+        f"average {m['loadavg_start']} at start, {m['loadavg_end']} at the end. Command: `{doc['command']}`.", "",
         "Steps per second of the recipe's main phase, fp32 and fast mode interleaved in one process, median of "
-        f"{args.steps} timed steps each (after {args.warmup} warm-up steps). Bar (issue 10): 1.5x.", "",
+        f"{timed} timed steps each (after {warmup} warm-up steps). Bar (issue 10): 1.5x.", "",
         "Compiled: the fast path with the recipe's compilable networks under `torch.compile` (`compile=on`); "
         "compile time = the first step's extra wall time with an empty compile cache; break-even = compile "
         "time / time won per step.", "",
         "| recipe | data | fp32 steps/s | fast steps/s | speed-up | bar 1.5x | fast + compiled steps/s | vs fast "
         "| compile time | break-even steps |", "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for n, r in rows.items():
+    for n, r in doc["rows"].items():
         s, c = r["steps_per_s"], r["compiled"]
         comp = (f"{s['auto+compile']:.3f} | {c['speedup_vs_fast']:.2f}x | {c['compile_s']:.0f} s | "
                 f"{c['breakeven_steps']:.0f}" if c and c["breakeven_steps"] else
                 (f"{s['auto+compile']:.3f} | {c['speedup_vs_fast']:.2f}x | {c['compile_s']:.0f} s | never" if c
                  else "- | - | - | -"))  # fmt: skip
-        lines.append(f"| {n} | {RECIPES[n][1]} | {s['fp32']:.3f} | {s['auto']:.3f} | {r['speedup']:.2f}x | "
+        lines.append(f"| {n} | {doc['recipes'][n]['data']} | {s['fp32']:.3f} | {s['auto']:.3f} | {r['speedup']:.2f}x | "
                      f"{'met' if r['speedup'] >= 1.5 else 'missed'} | {comp} |")  # fmt: skip
-    (out / f"{STEM}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=data_root(), help="folder holding FashionMNIST/raw")
+    p.add_argument("--recipes", default=",".join(RECIPES), help="comma list of " + ", ".join(RECIPES))
+    p.add_argument("--steps", type=int, default=30, help="timed steps per mode")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--warm-cache", action="store_true", help="keep TorchInductor's compile cache (default: a cold one)")
+    args = p.parse_args(argv)
+    if not args.warm_cache:  # a first run's compile time, not a cached graph's (a rerun compiles in seconds)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cold_", dir=SCRATCH)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.recipes.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"unknown recipe(s) {unknown}; choose from {', '.join(RECIPES)}")
+    doc = {"benchmark": STEM, "command": command(__file__, argv), "started": now(), "machine": machine(),
+           "recipes": {n: {"recipe": RECIPES[n][0], "data": RECIPES[n][1], "overrides": RECIPES[n][2]} for n in names},
+           "timed_steps": args.steps, "warmup_steps": args.warmup, "rows": {}}  # fmt: skip
+    for name in names:
+        print(f"{name}: {args.warmup} + {args.steps} steps per mode", flush=True)
+        r = doc["rows"][name] = time_recipe(name, args.root, args.steps, args.warmup)
+        print(f"    fp32 {r['steps_per_s']['fp32']:.3f}/s, fast {r['steps_per_s']['auto']:.3f}/s: {r['speedup']:.2f}x")
+    doc["machine"]["loadavg_end"] = loadavg()
+    write_results(args.out, STEM, doc, markdown(doc))
+    print(markdown(doc))
     return 0
 
 

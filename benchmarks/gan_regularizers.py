@@ -27,18 +27,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import subprocess
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tailgan.classify.bench import machine_info  # noqa: E402
-from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
+from _harness import (
+    REPO,
+    RESULTS,
+    ResultsTable,
+    command,
+    data_root,
+    machine,
+    median_gan_rate,
+    run_tailgan,
+    train_or_resume,
+)
 
 STEM = "gan_regularizers"
 RECIPES = {
@@ -62,38 +64,11 @@ COMMON = ["valid_fraction=0.1", "log_every=100", "sample_every=500", "ckpt_every
 REFS = ("train-lt", "test")
 
 
-def tailgan(*args: str, threads: int) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "tailgan", *args]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-
-
-def last_step(run: Path) -> int:
-    return max((r.get("step", 0) for r in gan_records(run)), default=0)
-
-
-def gan_records(run: Path) -> list[dict]:
-    """The run log's records of the adversarial phase (BAGAN-GP's autoencoder pre-training logs its own steps
-    and rate); none for a run without a log yet."""
-    try:
-        lines = (run / "log.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    records = (json.loads(x) for x in lines if '"event"' not in x)
-    return [r for r in records if r.get("phase", "gan") == "gan"]
-
-
 def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
     run = Path(args.work) / f"{recipe}_{setting}_seed{args.seed}"
-    if not (run / "checkpoints" / "last.pt").is_file():
-        if run.exists():  # killed before its first checkpoint: start it again
-            subprocess.run(["rm", "-rf", str(run)], check=True)
-        tailgan("train", "--method", recipe, "--data", args.data, *(["--root", args.root] if args.root else []),
-                "--steps", str(args.steps), "--out", str(run), f"seed={args.seed}", *RECIPES[recipe], *COMMON,
-                *SETTINGS[setting], threads=args.threads)  # fmt: skip
-    elif last_step(run) < args.steps:
-        tailgan("train", "--resume", str(run), "--steps", str(args.steps), threads=args.threads)
+    root = ["--root", args.root] if args.root else []
+    overrides = [f"seed={args.seed}", *RECIPES[recipe], *COMMON, *SETTINGS[setting]]
+    train_or_resume(run, args.steps, ["--method", recipe, "--data", args.data, *root], overrides, threads=args.threads)
     row = {"recipe": recipe, "setting": setting, "seed": args.seed, "run": run.name}
     counts = json.loads((run / "data_manifest.json").read_text())["counts"]
     rare = sorted(range(len(counts)), key=lambda c: (counts[c], c))[:3]
@@ -101,8 +76,7 @@ def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
         path = run / "eval" / f"{args.steps}.json"
         key = f"{ref}/evaluator"
         if not path.is_file() or key not in json.loads(path.read_text())["results"]:
-            tailgan("eval", str(run), "--metrics", "fid,kid,labelacc", "--ref", ref,
-                    *(["--root", args.root] if args.root else []), threads=args.threads)  # fmt: skip
+            run_tailgan("eval", str(run), "--metrics", "fid,kid,labelacc", "--ref", ref, *root, threads=args.threads)
         res = json.loads(path.read_text())["results"][key]
         per = {r["class"]: r for r in res["per_class"]}
         o = res["overall"]
@@ -112,12 +86,6 @@ def train_and_eval(recipe: str, setting: str, args: argparse.Namespace) -> dict:
     row["steps_per_s_median"] = median_gan_rate(run)
     row["rare_classes"] = rare
     return row
-
-
-def median_gan_rate(run: Path) -> float | None:
-    """Median G steps/s of the adversarial phase."""
-    rates = sorted(r["steps_per_s"] for r in gan_records(run) if "steps_per_s" in r)
-    return rates[len(rates) // 2] if rates else None
 
 
 def best_setting(rows: list[dict], recipe: str) -> str | None:
@@ -165,61 +133,61 @@ def render(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cell_order(row: dict) -> tuple[int, int]:
+    return list(GRID).index(row["recipe"]), GRID[row["recipe"]].index(row["setting"])
+
+
+def open_table(args: argparse.Namespace) -> ResultsTable:
+    """The table in ``--out``: its rows kept (they must be of the same steps, data and seed)."""
+
+    def derive(doc: dict) -> None:
+        for row in doc["rows"]:  # rows written before the rate excluded pre-training: their run folder's rate
+            row["steps_per_s_median"] = median_gan_rate(Path(args.work) / row["run"]) or row["steps_per_s_median"]
+        doc["best"] = {r: best_setting(doc["rows"], r) for r in GRID}
+
+    header = {"steps": args.steps, "data": args.data, "seed": args.seed, "command": command(__file__),
+              "machine": machine(), "date": datetime.date.today().isoformat()}  # fmt: skip
+    return ResultsTable(args.out, STEM, render, key=lambda r: f"{r['recipe']}:{r['setting']}", header=header,
+                        same=("steps", "data", "seed"), order=cell_order, derive=derive)  # fmt: skip
+
+
+def cells(args: argparse.Namespace, recipes: list[str], table: ResultsTable, p: argparse.ArgumentParser) -> list:
+    """The (recipe, setting) cells still to measure: ``--only``'s, or the grid's in setting-major order (every
+    recipe's unregularised run first, so a cut-short grid is still comparable)."""
+    if args.only:
+        only = [tuple(c.split(":", 1)) for c in args.only.split(",") if c]
+        if bad := [c for c in only if len(c) != 2 or c[0] not in GRID or c[1] not in GRID[c[0]]]:
+            p.error(f"--only {':'.join(bad[0])!r}: give RECIPE:SETTING from the grid, e.g. ecogan-dcgan:lecam")
+        return [c for c in only if f"{c[0]}:{c[1]}" not in table]
+    return sorted(((r, s) for r in recipes for s in GRID[r] if f"{r}:{s}" not in table),
+                  key=lambda rs: (GRID[rs[0]].index(rs[1]), recipes.index(rs[0])))  # fmt: skip
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="fashion_mnist_lt")
-    p.add_argument("--root", default=os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data"))
+    p.add_argument("--root", default=data_root())
     p.add_argument("--recipes", default="ecogan-dcgan,bagan-gp", help=f"comma list of {', '.join(GRID)}")
     p.add_argument("--only", default="", metavar="RECIPE:SETTING,...",
-                   help="run just these cells, in this order (e.g. ecogan-dcgan:lecam,bagan-gp:diffaug)")
+                   help="run just these cells, in this order (e.g. ecogan-dcgan:lecam,bagan-gp:diffaug)")  # fmt: skip
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default=str(REPO / "runs" / STEM))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     recipes = [r for r in args.recipes.split(",") if r]
     if unknown := [r for r in recipes if r not in GRID]:
         p.error(f"unknown recipe {unknown[0]!r}; choose from {', '.join(GRID)}")
-    out = Path(args.out)
-    path = out / f"{STEM}.json"
-    doc = json.loads(path.read_text()) if path.is_file() else None
-    if doc and (doc["steps"], doc["data"], doc["seed"]) != (args.steps, args.data, args.seed):
-        p.error(f"{path} holds {doc['steps']} steps on {doc['data']} (seed {doc['seed']}); pass another --out")
-    doc = doc or {"steps": args.steps, "data": args.data, "seed": args.seed, "rows": []}
-    for row in doc["rows"]:  # rows written before the rate excluded pre-training
-        row["steps_per_s_median"] = median_gan_rate(Path(args.work) / row["run"]) or row["steps_per_s_median"]
-    doc.update(command="python benchmarks/gan_regularizers.py " + " ".join(sys.argv[1:]), machine=machine_info(),
-               date=datetime.date.today().isoformat())  # fmt: skip
-    done = {(r["recipe"], r["setting"]) for r in doc["rows"]}
-    # setting-major order: every recipe's unregularised run comes first, so a cut-short grid is still comparable
-    todo = sorted(((r, s) for r in recipes for s in GRID[r] if (r, s) not in done),
-                  key=lambda rs: (GRID[rs[0]].index(rs[1]), recipes.index(rs[0])))  # fmt: skip
-
-    if args.only:
-        cells = [tuple(c.split(":", 1)) for c in args.only.split(",") if c]
-        if bad := [c for c in cells if len(c) != 2 or c[0] not in GRID or c[1] not in GRID[c[0]]]:
-            p.error(f"--only {':'.join(bad[0])!r}: give RECIPE:SETTING from the grid, e.g. ecogan-dcgan:lecam")
-        todo = [c for c in cells if c not in done]
-    lock = threading.Lock()
+    table = open_table(args)
 
     def one(job: tuple[str, str]) -> None:
-        row = train_and_eval(*job, args)
-        row["command"] = doc["command"]
-        with lock:  # the two pool threads take turns at the shared table and its files
-            _record(row)
-
-    def _record(row: dict) -> None:
-        doc["rows"].append(row)
-        doc["rows"].sort(key=lambda r: (list(GRID).index(r["recipe"]), GRID[r["recipe"]].index(r["setting"])))
-        doc["best"] = {r: best_setting(doc["rows"], r) for r in GRID}
-        atomic_write_json(path, doc)
-        atomic_write_text(out / f"{STEM}.md", render(doc))
+        table.add({**train_and_eval(*job, args), "command": table.doc["command"]})
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, todo))
-    print(render(doc))
+        list(pool.map(one, cells(args, recipes, table, p)))
+    print(render(table.doc))
     return 0
 
 

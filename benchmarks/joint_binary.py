@@ -43,30 +43,25 @@ Writes benchmarks/results/joint_binary.{json,md} and joint_binary_grids/<pair>_<
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from _harness import RESULTS, ResultsTable, command, data_root, machine, write_results
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tailgan.classify.bench import config_differences, machine_info, mean_std, run_bench  # noqa: E402
-from tailgan.classify.joint import binary_pair  # noqa: E402
-from tailgan.classify.train import ClassifyConfig, train_and_score  # noqa: E402
-from tailgan.data import load_data, to_float  # noqa: E402
-from tailgan.explain.heatmaps import explain_heatmaps  # noqa: E402
-from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
-from tailgan.nets.classifier_io import load_classifier, save_classifier  # noqa: E402
-from tailgan.outputs import pid_alive  # noqa: E402
+from tailgan.baselines.joint import binary_pair
+from tailgan.classify.bench import config_differences, run_bench
+from tailgan.classify.train import ClassifyConfig, train_and_score
+from tailgan.data import load_data, to_float
+from tailgan.explain.heatmaps import explain_heatmaps
+from tailgan.nets.classifier_io import load_classifier, save_classifier
+from tailgan.outputs import pid_alive
+from tailgan.report.classify_tables import mean_std
 
 STEM = "joint_binary"
 PAIRS = {"sneaker-ankleboot": (7, 9), "pullover-coat": (2, 4)}
@@ -88,12 +83,20 @@ SEED_CELEBA = {"vanilla": (0.1500, 0.5220, 0.7740), "ts": (0.1560, 0.6300, 0.788
                "cyclegan-alt": (0.8240, 0.8520, 0.8900), "cyclegan-aug": (0.8060, 0.8740, 0.9140)}  # fmt: skip
 
 
-def default_root() -> str:
-    return os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
-
-
 def settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def row_key(row: dict) -> str:
+    """PAIR|MINORITY|STRATEGY: a row's name in the table."""
+    return f"{row['pair']}|{row['minority']}|{row['strategy']}"
+
+
+def rows_as_list(doc: dict) -> dict:
+    """A table written before benchmarks/_harness.py (its rows a dict by key) in the list layout."""
+    if isinstance(doc.get("rows"), dict):
+        doc["rows"] = list(doc["rows"].values())
+    return doc
 
 
 def row_seeds(strategy: str, n_minority: int, sizes: list[int], seeds: int, joint_large: int) -> list[int]:
@@ -156,7 +159,7 @@ def render(doc: dict) -> str:
              "", f"- command: `{doc['command']}`", f"- budget: {doc['budget']}",
              f"- machine: {doc['machine']['cpu']}, {doc['machine']['torch_threads']} torch thread(s)",
              f"- complete: {doc['complete']}", ""]  # fmt: skip
-    rows = doc["rows"]
+    rows = {row_key(r): r for r in doc["rows"]}
     for pair in s["pairs"]:
         for metric, title in (("acsa", "ACSA"), ("minority_f1", "minority-class F1")):
             lines += [f"## {pair}: {title}", ""]
@@ -176,24 +179,24 @@ def render(doc: dict) -> str:
                 seed = " | " + " | ".join(f"{v:.4f}" for v in SEED_CELEBA[strat]) if seed_head else ""
                 lines.append(f"| {ROW_NAMES[strat]} | " + " | ".join(cells) + f"{seed} | {cpu:.0f} |")
             lines.append("")
-        lines += closing(doc, pair) + [""]
+        lines += closing(doc["settings"]["minority"], rows, pair) + [""]
     lines += [f"- {n}" for n in doc["notes"]]
     return "\n".join(lines) + "\n"
 
 
-def closing(doc: dict, pair: str) -> list[str]:
+def closing(sizes: list[int], rows: dict[str, dict], pair: str) -> list[str]:
     """Per minority size: ALT and AUG against the best classical row on mean ACSA (a tie: within the larger
     of the two standard deviations)."""
     out = []
-    for n in doc["settings"]["minority"]:
-        classical = [(doc["rows"][k]["acsa"]["mean"], doc["rows"][k]["acsa"]["std"], s) for s in CLASSICAL
-                     if (k := f"{pair}|{n}|{s}") in doc["rows"]]  # fmt: skip
+    for n in sizes:
+        classical = [(rows[k]["acsa"]["mean"], rows[k]["acsa"]["std"], s) for s in CLASSICAL
+                     if (k := f"{pair}|{n}|{s}") in rows]  # fmt: skip
         if not classical:
             continue
         best, best_std, name = max(classical)
         parts = []
         for strat in JOINT:
-            row = doc["rows"].get(f"{pair}|{n}|{strat}")
+            row = rows.get(f"{pair}|{n}|{strat}")
             if row is None:
                 continue
             m, sd = row["acsa"]["mean"], row["acsa"]["std"]
@@ -207,7 +210,7 @@ def closing(doc: dict, pair: str) -> list[str]:
 def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
     """The K-class rows (StarGAN-style translator into the tail classes) on fashion_mnist_lt; resumable: the
     strategies already in the report are kept."""
-    out = Path(args.out or REPO / "benchmarks" / "results")
+    out = Path(args.out or RESULTS)
     torch.set_num_threads(args.threads)
     epochs = 30.0 if args.epochs == 20.0 else args.epochs  # classify_fmnist_lt's budget unless given
     cfg = ClassifyConfig(
@@ -221,16 +224,18 @@ def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
     done = {r["strategy"] for r in (previous or {}).get("results", [])}
     todo = [s for s in ("stargan-alt", "stargan-aug") if s not in done]
     data = load_data("fashion_mnist_lt", root=args.root)
-    command = "python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:])
     header = {
-        "command": command,
+        "command": command(__file__, argv),
         "budget": (
             f"LeNet-5, {epochs:g} epochs of the real LT training part (as classify_fmnist_lt); "
             f"{args.joint_gan_steps} translator updates first (ngf {args.ngf}, batch {args.joint_batch_size}), "
             "targets: the classes below the median count; classifier batch: "
-            + ("128 real images + their translations per update, lr 0.05" if args.joint_cls_batch == "classifier"
-               else f"the translator's {args.joint_batch_size} real + {args.joint_batch_size} translated, lr scaled")
-        ),  # fmt: skip
+            + (
+                "128 real images + their translations per update, lr 0.05"
+                if args.joint_cls_batch == "classifier"
+                else f"the translator's {args.joint_batch_size} real + {args.joint_batch_size} translated, lr scaled"
+            )
+        ),
         "data": "fashion_mnist_lt",
     }
     notes = ["Compare with benchmarks/results/classify_fmnist_lt.md (same data, classifier and step budget)."]
@@ -240,9 +245,9 @@ def multiclass(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
+    p.add_argument("--root", default=data_root(), help="folder holding FashionMNIST/raw")
     p.add_argument("--pairs", default=",".join(PAIRS), help=f"comma list of {', '.join(PAIRS)}")
     p.add_argument("--minority", default=",".join(map(str, MINORITY)), help="minority training counts")
     p.add_argument("--majority", type=int, default=6000)
@@ -273,146 +278,137 @@ def main(argv: list[str] | None = None) -> int:
         help="fold the table <STEM>.json (same settings, other pairs: a second process run with --pairs and "
         "--stem STEM on the other core) into --stem, with its grids, kept classifiers and heat maps, and exit",
     )
-    args = p.parse_args(argv)
-    if args.multiclass:
-        return multiclass(args, argv)
-    if args.merge:
-        return merge(Path(args.out or REPO / "benchmarks" / "results"), args.stem, args.merge)
-    if args.quick:
-        args.pairs, args.minority, args.majority, args.seeds = "sneaker-ankleboot", "25", 300, 1
-        args.strategies, args.epochs, args.joint_gan_steps, args.ngf = "vanilla,cs,cyclegan-alt,cyclegan-aug", 1, 20, 8
-        args.out = args.out or str(Path(tempfile.gettempdir()) / "tailgan_joint_binary_quick")
-    out = Path(args.out or REPO / "benchmarks" / "results")
-    torch.set_num_threads(args.threads)
-    pairs = [x for x in args.pairs.split(",") if x]
-    sizes = [int(x) for x in args.minority.split(",") if x]
-    strategies = [x for x in args.strategies.split(",") if x]
-    unknown = [x for x in pairs if x not in PAIRS] + [x for x in strategies if x not in ROW_NAMES]
-    if unknown:
-        p.error(f"unknown pair or strategy {unknown[0]!r}")
+    return p
 
-    grids, kept = out / f"{args.stem}_grids", out / f"{args.stem}_classifiers"
-    cfg = ClassifyConfig(
-        arch="lenet5", epochs=args.epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
-        joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
-        joint_cls_batch=args.joint_cls_batch,
-    )  # fmt: skip
-    settings = {"pairs": pairs, "minority": sizes, "majority": args.majority, "strategies": strategies,
-                "seeds": args.seeds, "joint_seeds_large": args.joint_seeds_large,
+
+def open_table(args: argparse.Namespace, cfg: ClassifyConfig, argv: list[str] | None) -> ResultsTable:
+    """The table in ``--out`` with this call's header; its rows are kept when it was made with the same settings
+    (ClassifyConfig fields added since, at their defaults, count as the same), else it stops."""
+    settings = {"pairs": args.pair_list, "minority": args.sizes, "majority": args.majority,
+                "strategies": args.strategy_list, "seeds": args.seeds, "joint_seeds_large": args.joint_seeds_large,
                 "config": json.loads(json.dumps(asdict(cfg)))}  # fmt: skip
-    path = out / f"{args.stem}.json"
-    out.mkdir(parents=True, exist_ok=True)
-    doc = json.loads(path.read_text()) if path.is_file() else None
-    if doc is not None and doc.get("settings_key") != settings_key(settings):
-        old = doc["settings"]
-        if any(old.get(k) != v for k, v in settings.items() if k != "config") or config_differences(
-            old.get("config"), cfg
-        ):
-            p.error(f"{path} was made with other settings; pass --stem NAME for a new table (or delete it)")
-        # only ClassifyConfig fields added since, at their defaults: the finished rows stand
-        doc["settings"], doc["settings_key"] = settings, settings_key(settings)
-    if doc is None:
-        doc = {"settings": settings, "settings_key": settings_key(settings), "rows": {}}
-    doc.update(
-        command="python benchmarks/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:]),
-        machine=machine_info(),
-        budget=(
+    path = args.out / f"{args.stem}.json"
+    old = json.loads(path.read_text())["settings"] if path.is_file() else None
+    changed = old is not None and settings_key(old) != settings_key(settings)
+    if changed and (any(old.get(k) != v for k, v in settings.items() if k != "config")
+                    or config_differences(old.get("config"), cfg)):  # fmt: skip
+        raise SystemExit(f"{path} was made with other settings; pass --stem NAME for a new table (or delete it)")
+    total = len(args.pair_list) * len(args.sizes) * len(args.strategy_list)
+    header = {
+        "settings": settings, "settings_key": settings_key(settings), "command": command(__file__, argv),
+        "machine": machine(),
+        "budget": (
             f"LeNet-5, {args.epochs:g} epochs of the real training part for every row (SGD lr {cfg.lr}, batch "
             f"{cfg.batch_size}); ALT/AUG: {args.joint_gan_steps} CycleGAN updates first (ResNet-6 ngf "
             f"{args.ngf}, PatchGAN ndf {args.ngf}, batch {args.joint_batch_size} per domain, precision "
             f"{args.precision}), ALT one more per classifier update; classifier batch: {args.joint_cls_batch} "
             "(tailgan classify --joint-cls-batch)"
-        ),  # fmt: skip
-        notes=[
-            "Model selection on a stratified 10 % validation split of the imbalanced training data; test set "
-            "(1,000 images per class) used once. Seeds: "
-            + f"{args.seeds} per row"
-            + (
-                f"; ALT/AUG {args.joint_seeds_large} beyond the two smallest sizes (marked)"
-                if args.joint_seeds_large < args.seeds
-                else ""
-            ),
-            "The seed's CelebA columns (majority 10,000, another dataset, its own protocol) are for orientation.",
-            "us+cs / os+cs resample half-way and weight by inverse frequency (tailgan.classify.strategies).",
-            f"Translation grids (rows: real A, G_AB(A), cycled back, real B, G_BA(B), cycled back): {grids.name}/.",
-            f"Heat maps (Grad-CAM, RISE; seed 0, smallest minority size): {args.stem}_heatmaps_<pair>.png; the "
-            f"classifiers behind them: {kept.name}/ (`tailgan explain` reads them).",
-        ],
-    )
-    with table_lock(path):  # the header now, the rows (and other processes' claims) as the file has them
-        if path.is_file():
-            doc = with_file_rows(doc, path)
-        atomic_write_json(path, doc)
+        ),
+        "notes": table_notes(args),
+    }  # fmt: skip
+    complete = lambda doc: doc.update(complete=len(doc["rows"]) == total)  # noqa: E731
+    return ResultsTable(args.out, args.stem, render, key=row_key, header=header, upgrade=rows_as_list,
+                        shared=("claims",), derive=complete)  # fmt: skip
+
+
+def table_notes(args: argparse.Namespace) -> list[str]:
+    large = f"; ALT/AUG {args.joint_seeds_large} beyond the two smallest sizes (marked)"
+    return [
+        "Model selection on a stratified 10 % validation split of the imbalanced training data; test set "
+        f"(1,000 images per class) used once. Seeds: {args.seeds} per row"
+        + (large if args.joint_seeds_large < args.seeds else ""),
+        "The seed's CelebA columns (majority 10,000, another dataset, its own protocol) are for orientation.",
+        "us+cs / os+cs resample half-way and weight by inverse frequency (tailgan.classify.strategies).",
+        f"Translation grids (rows: real A, G_AB(A), cycled back, real B, G_BA(B), cycled back): {args.stem}_grids/.",
+        f"Heat maps (Grad-CAM, RISE; seed 0, smallest minority size): {args.stem}_heatmaps_<pair>.png; the "
+        f"classifiers behind them: {args.stem}_classifiers/ (`tailgan explain` reads them).",
+    ]
+
+
+def claim(table: ResultsTable, key: str) -> bool:
+    """Claim the row ``key`` for this process (several may share the table), unless it is done or another live
+    process has it."""
+    with table.locked() as doc:
+        other = doc.get("claims", {}).get(key)
+        if key in table or (other is not None and other != os.getpid() and pid_alive(other)):
+            print(f"skip {key} ({'done' if key in table else f'running in process {other}'})", flush=True)
+            return False
+        doc.setdefault("claims", {})[key] = os.getpid()
+        table.save()
+    return True
+
+
+def measure(table: ResultsTable, data, pair: str, n: int, strat: str, args: argparse.Namespace, cfg) -> None:
+    """The row of ``strat`` at minority size ``n`` of ``pair``, unless done or claimed by another process."""
+    key = f"{pair}|{n}|{strat}"
+    if not claim(table, key):
+        return
+    seeds = row_seeds(strat, n, args.sizes, args.seeds, args.joint_seeds_large)
+    grids = args.out / f"{args.stem}_grids" / f"{pair}_{n}"
+    row_cfg = replace(cfg, joint_grid_dir=str(grids)) if strat in JOINT else cfg
+    keep = kept_file(args, pair, n, strat) if n == min(args.sizes) and strat in HEATMAP_ROWS else None
+    print(f"== {key} seeds {seeds}", flush=True)
+    table.add({"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)})
+    with table.locked() as doc:
+        doc["claims"].pop(key, None)
+        table.save()
+
+
+def kept_file(args: argparse.Namespace, pair: str, n: int, strat: str) -> Path:
+    return args.out / f"{args.stem}_classifiers" / f"{pair}_{n}_{strat}.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.multiclass:
+        return multiclass(args, argv)
+    if args.merge:
+        return merge(Path(args.out or RESULTS), args.stem, args.merge)
+    if args.quick:
+        args.pairs, args.minority, args.majority, args.seeds = "sneaker-ankleboot", "25", 300, 1
+        args.strategies, args.epochs, args.joint_gan_steps, args.ngf = "vanilla,cs,cyclegan-alt,cyclegan-aug", 1, 20, 8
+        args.out = args.out or str(Path(tempfile.gettempdir()) / "tailgan_joint_binary_quick")
+    args.out = Path(args.out or RESULTS)
+    torch.set_num_threads(args.threads)
+    args.pair_list = [x for x in args.pairs.split(",") if x]
+    args.sizes = [int(x) for x in args.minority.split(",") if x]
+    args.strategy_list = [x for x in args.strategies.split(",") if x]
+    unknown = [x for x in args.pair_list if x not in PAIRS] + [x for x in args.strategy_list if x not in ROW_NAMES]
+    if unknown:
+        p.error(f"unknown pair or strategy {unknown[0]!r}")
+    cfg = ClassifyConfig(
+        arch="lenet5", epochs=args.epochs, precision=args.precision, joint_gan_steps=args.joint_gan_steps,
+        joint_batch_size=args.joint_batch_size, joint_options=(f"options.ngf={args.ngf}", f"options.ndf={args.ngf}"),
+        joint_cls_batch=args.joint_cls_batch,
+    )  # fmt: skip
+    table = open_table(args, cfg, argv)
     full = load_data("fashion_mnist", root=args.root)
-    total = len(pairs) * len(sizes) * len(strategies)
-    for n in sizes:  # sizes outermost: a cut-short run still has every pair at the smallest sizes
-        for pair in pairs:
+    for n in args.sizes:  # sizes outermost: a cut-short run still has every pair at the smallest sizes
+        for pair in args.pair_list:
             data = binary_pair(full, PAIRS[pair], (args.majority, n), seed=0)
-            for strat in strategies:
-                key = f"{pair}|{n}|{strat}"
-                with table_lock(path):  # several processes may share the table: claim the row first
-                    doc = with_file_rows(doc, path)
-                    other = doc.get("claims", {}).get(key)
-                    if key in doc["rows"] or (other is not None and other != os.getpid() and pid_alive(other)):
-                        print(f"skip {key} ({'done' if key in doc['rows'] else f'running in process {other}'})",
-                              flush=True)  # fmt: skip
-                        continue
-                    doc.setdefault("claims", {})[key] = os.getpid()
-                    atomic_write_json(path, doc)
-                seeds = row_seeds(strat, n, sizes, args.seeds, args.joint_seeds_large)
-                row_cfg = replace(cfg, joint_grid_dir=str(grids / f"{pair}_{n}")) if strat in JOINT else cfg
-                keep = kept / f"{pair}_{n}_{strat}.pt" if n == min(sizes) and strat in HEATMAP_ROWS else None
-                print(f"== {key} seeds {seeds}", flush=True)
-                row = {"pair": pair, "minority": n, **run_row(data, strat, seeds, row_cfg, keep)}
-                with table_lock(path):
-                    doc = with_file_rows(doc, path)
-                    doc["rows"][key] = row
-                    doc["claims"].pop(key, None)
-                    doc["complete"] = len(doc["rows"]) == total
-                    write_table(path, out, args.stem, doc)
-            files = {s: kept / f"{pair}_{n}_{s}.pt" for s in HEATMAP_ROWS if s in strategies}
-            figure = out / f"{args.stem}_heatmaps_{pair}.png"
-            if n == min(sizes) and files and all(f.is_file() for f in files.values()) and not figure.is_file():
+            for strat in args.strategy_list:
+                measure(table, data, pair, n, strat, args, cfg)
+            files = {s: kept_file(args, pair, n, s) for s in HEATMAP_ROWS if s in args.strategy_list}
+            figure = args.out / f"{args.stem}_heatmaps_{pair}.png"
+            if n == min(args.sizes) and files and all(f.is_file() for f in files.values()) and not figure.is_file():
                 heatmap_figure(data, files, figure)
-    with table_lock(path):
-        doc = with_file_rows(doc, path)
-        doc["complete"] = len(doc["rows"]) == total
-        write_table(path, out, args.stem, doc)
-    print(f"wrote {path} and {out / (args.stem + '.md')}")
+    with table.locked():
+        table.save()
+    print(f"wrote {table.path} and {table.path.with_suffix('.md')}")
     return 0
-
-
-@contextmanager
-def table_lock(path: Path):
-    """An exclusive lock on ``path``'s table across processes (several may work on one table)."""
-    with open(path.with_name(f".{path.name}.lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def with_file_rows(doc: dict, path: Path) -> dict:
-    """``doc`` with the rows and claims the table file holds now (other processes may have added some)."""
-    return {**doc, **{k: v for k, v in json.loads(path.read_text()).items() if k in ("rows", "claims")}}
-
-
-def write_table(path: Path, out: Path, stem: str, doc: dict) -> None:
-    atomic_write_json(path, doc)
-    atomic_write_text(out / f"{stem}.md", render(doc))
 
 
 def merge(out: Path, stem: str, other: str) -> int:
     """Fold ``other``'s rows (and files) into ``stem``'s table; the two must differ in their pairs only."""
-    a, b = (json.loads((out / f"{x}.json").read_text()) for x in (stem, other))
+    a, b = (rows_as_list(json.loads((out / f"{x}.json").read_text())) for x in (stem, other))
     same = ("minority", "majority", "strategies", "seeds", "joint_seeds_large", "config")
     diff = [k for k in same if a["settings"][k] != b["settings"][k]]
     if diff:
         raise SystemExit(f"{other}.json differs from {stem}.json in {diff[0]!r}; only tables of other pairs merge")
     a["settings"]["pairs"] += [x for x in b["settings"]["pairs"] if x not in a["settings"]["pairs"]]
     a["settings_key"] = settings_key(a["settings"])
-    a["rows"].update(b["rows"])
+    a["rows"] = list({row_key(r): r for r in a["rows"] + b["rows"]}.values())
     total = len(a["settings"]["pairs"]) * len(a["settings"]["minority"]) * len(a["settings"]["strategies"])
     a["complete"] = len(a["rows"]) == total
     a["command"] += f"; {b['command']}; python benchmarks/joint_binary.py --stem {stem} --merge {other}"
@@ -424,11 +420,10 @@ def merge(out: Path, stem: str, other: str) -> int:
                 f.replace(dest)
     for f in out.glob(f"{other}_heatmaps_*.png"):
         f.replace(out / f.name.replace(other, stem, 1))
-    atomic_write_json(out / f"{stem}.json", a)
-    atomic_write_text(out / f"{stem}.md", render(a))
+    write_results(out, stem, a, render(a))
     print(f"merged {other} into {out / (stem + '.json')} ({len(a['rows'])} rows, complete: {a['complete']})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -18,6 +18,7 @@ their checkpoints and skips finished ones and finished evaluations. Every finish
 the ecogan-dcgan fp32 seeds of 2026-12-01, stay. ``--jobs 2`` trains two runs at once (one thread each).
 
     python benchmarks/precision_quality.py --recipes ecogan-dcgan,bagan-gp --variants gp_autocast --jobs 2
+    python benchmarks/precision_quality.py --recipes ecogan-dcgan --steps 2 --jobs 1 --work /tmp/pq --out /tmp/pq
 
 Writes benchmarks/results/precision_quality.{json,md}.
 """
@@ -27,22 +28,27 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from gan_regularizers import gan_records, median_gan_rate  # noqa: E402
+from _harness import (
+    REPO,
+    RESULTS,
+    ResultsTable,
+    command,
+    data_root,
+    machine,
+    median_gan_rate,
+    now,
+    run_tailgan,
+    train_or_resume,
+)
 
-from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
-from tailgan.version import cpu_model  # noqa: E402
+from tailgan.version import cpu_model
 
 STEM = "precision_quality"
+DATA = "fashion_mnist_lt"
 COMMON = ["optim.batch_size=64", "model.conv_dim=32", "log_every=100", "sample_every=500", "ckpt_every=100"]
 RECIPES = {"ecogan-dcgan": ["sampling=balanced", *COMMON], "bagan-gp": COMMON}
 VARIANTS = {
@@ -52,32 +58,18 @@ VARIANTS = {
     "lazy4": ["precision=auto", "loss.gp_autocast=true", "loss.gp_every=4"],
 }
 KEYS = ("fid", "kid", "labelacc", "rare_fid", "rare_labelacc")
-LOCK = threading.Lock()
 EVAL_LOCK = threading.Lock()  # one evaluation at a time: the first trains and caches the evaluator, the next reuse it
-
-
-def tailgan(*args: str, threads: int) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    cmd = [sys.executable, "-m", "tailgan", *args]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
 
 
 def train_and_eval(recipe: str, variant: str, seed: int, args: argparse.Namespace) -> dict:
     run = Path(args.work) / recipe / f"{variant}_seed{seed}"
-    if not (run / "checkpoints" / "last.pt").is_file():
-        if run.exists():  # killed before its first checkpoint: start again
-            subprocess.run(["rm", "-rf", str(run)], check=True)
-        tailgan("train", "--method", recipe, "--data", "fashion_mnist_lt", "--root", args.root,
-                "--steps", str(args.steps), "--out", str(run), f"seed={seed}", *RECIPES[recipe], *VARIANTS[variant],
-                threads=args.threads)  # fmt: skip
-    elif max((r.get("step", 0) for r in gan_records(run)), default=0) < args.steps:
-        tailgan("train", "--resume", str(run), "--steps", str(args.steps), threads=args.threads)
+    train_or_resume(run, args.steps, ["--method", recipe, "--data", DATA, "--root", args.root],
+                    [f"seed={seed}", *RECIPES[recipe], *VARIANTS[variant]], threads=args.threads)  # fmt: skip
     result_file = run / "eval" / f"{args.steps}.json"
     if not result_file.is_file() or "test/evaluator" not in json.loads(result_file.read_text())["results"]:
         with EVAL_LOCK:
-            tailgan("eval", str(run), "--metrics", "fid,kid,labelacc", "--ref", "test", "--root", args.root,
-                    threads=args.threads)  # fmt: skip
+            run_tailgan("eval", str(run), "--metrics", "fid,kid,labelacc", "--ref", "test", "--root", args.root,
+                        threads=args.threads)  # fmt: skip
     result = json.loads(result_file.read_text())["results"]["test/evaluator"]
     counts = json.loads((run / "data_manifest.json").read_text())["counts"]
     rare = sorted(range(len(counts)), key=lambda c: (counts[c], c))[:3]
@@ -92,19 +84,21 @@ def train_and_eval(recipe: str, variant: str, seed: int, args: argparse.Namespac
     }  # fmt: skip
 
 
-def load_rows(path: Path) -> list[dict]:
-    """Rows of an earlier JSON; issue 10's flat table (ecogan-dcgan only, ``fast_seed0``) is read as such."""
-    if not path.is_file():
-        return []
-    doc = json.loads(path.read_text())
-    rows = doc.get("rows", [])
-    for r in rows:
+def row_key(row: dict) -> str:
+    """RECIPE:RUN, as --redo names a row."""
+    return f"{row['recipe']}:{row['run']}"
+
+
+def issue10_rows(doc: dict) -> dict:
+    """An earlier JSON with its rows in this layout; issue 10's flat table (ecogan-dcgan only, ``fast_seed0``) is
+    read as such."""
+    for r in doc.get("rows", []):
         if "recipe" not in r:  # issue 10's format
             r.update(recipe="ecogan-dcgan", variant="fast" if r["precision"] == "auto" else "fp32",
                      overrides=VARIANTS["fast" if r["precision"] == "auto" else "fp32"],
                      measured=doc["started"][:10], cpu=doc["machine"]["cpu"])  # fmt: skip
             r.pop("precision", None)
-    return rows
+    return doc
 
 
 def compare(fp32: list[dict], row: dict) -> dict:
@@ -189,27 +183,26 @@ def decision_lines(doc: dict) -> list[str]:
     return lines
 
 
-def save(args: argparse.Namespace, started: str, rows: list[dict]) -> None:
+def open_table(args: argparse.Namespace) -> ResultsTable:
+    """The table in ``--out``: its rows kept, the header of this call (with ``--report-only``: the command and
+    settings that measured it)."""
     order = {(rec, var): i for i, (rec, var) in enumerate((a, b) for a in RECIPES for b in VARIANTS)}
-    rows = sorted(rows, key=lambda r: (order[(r["recipe"], r["variant"])], r["seed"]))
-    doc = {
-        "command": args.command, "started": started,
-        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "nproc": os.cpu_count(), "python": platform.python_version()},
-        "settings": {"data": "fashion_mnist_lt", "steps": args.steps, "overrides": RECIPES,
+    header = {
+        "command": command(__file__), "started": now(), "machine": machine(),
+        "settings": {"data": DATA, "steps": args.steps, "overrides": RECIPES,
                      "recipes": args.recipes.split(","),
                      "eval": "evaluator features at 32 px, ref test, fid,kid,labelacc"},
-        "rows": rows, "verdict": verdicts(rows),
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{STEM}.json", doc)
-    atomic_write_text(out / f"{STEM}.md", markdown(doc))
+    if args.report_only and (Path(args.out) / f"{STEM}.json").is_file():
+        del header["command"], header["settings"]
+    return ResultsTable(args.out, STEM, markdown, key=row_key, header=header, upgrade=issue10_rows,
+                        order=lambda r: (order[(r["recipe"], r["variant"])], r["seed"]),
+                        derive=lambda doc: doc.update(finished=now(), verdict=verdicts(doc["rows"])))  # fmt: skip
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data"))
+    p.add_argument("--root", default=data_root())
     p.add_argument("--work", default=str(REPO / "runs" / STEM))
     p.add_argument("--recipes", default="ecogan-dcgan,bagan-gp")
     p.add_argument("--variants", default="gp_autocast", help="candidates (seed 0) besides the fp32 seeds 0, 1, 2")
@@ -217,32 +210,20 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--redo", default="", help="RECIPE:RUN,... rows to measure again")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--report-only", action="store_true", help="rewrite the table from the JSON's rows, run nothing")
     args = p.parse_args()
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    previous = Path(args.out) / f"{STEM}.json"
-    args.command = " ".join([sys.executable, *sys.argv])
-    if args.report_only and previous.is_file():  # the table's command is the one that measured it
-        args.command = json.loads(previous.read_text())["command"]
-    redo = args.redo.split(",")
-    rows = [r for r in load_rows(Path(args.out) / f"{STEM}.json") if f"{r['recipe']}:{r['run']}" not in redo]
-    done = {(r["recipe"], r["run"]) for r in rows}
+    table = open_table(args)
+    table.drop(args.redo.split(","))
     variants = [v for v in args.variants.split(",") if v]
     todo = [(rec, var, seed) for var in variants for rec in args.recipes.split(",") for seed in [0]]
     todo += [(rec, "fp32", seed) for seed in (0, 1, 2) for rec in args.recipes.split(",")]
-    todo = [t for t in todo if (t[0], f"{t[1]}_seed{t[2]}") not in done and not args.report_only]
-
-    def work(task: tuple[str, str, int]) -> None:
-        row = train_and_eval(*task, args)
-        with LOCK:
-            rows.append(row)
-            save(args, started, rows)
-
+    todo = [t for t in todo if f"{t[0]}:{t[1]}_seed{t[2]}" not in table and not args.report_only]
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(work, todo))
-    save(args, started, rows)
-    print((Path(args.out) / f"{STEM}.md").read_text())
+        list(pool.map(lambda task: table.add(train_and_eval(*task, args)), todo))
+    with table.locked():
+        table.save()
+    print(table.path.with_suffix(".md").read_text())
     return 0
 
 

@@ -7,24 +7,20 @@ tailgan's Fashion-MNIST evaluator against the long-tailed training set with labe
 KID and label accuracy of the three rarest classes.
 
     python benchmarks/seed_table3.py --steps 600 --jobs 2      # trains (skips finished runs), evaluates, writes
+    python benchmarks/seed_table3.py --steps 2 --only "ECOGAN samp" --out /tmp/st3 --results /tmp/st3   # a check
+
+Writes ``--results``/seed_table3.{json,md} (default benchmarks/results); the run folders go to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from _harness import RESULTS, data_root, machine, train_or_resume, write_results
 
 CONFIGS = {
     # name: (preset, extra overrides)
@@ -37,7 +33,7 @@ CONFIGS = {
 PUBLISHED_FMNIST = {  # ECOGAN README table 3, FashionMNIST_LT (FID / IS, 64 px, torchvision Inception)
     "BAGAN": (92.61, 2.81), "EBGAN pre": (27.40, 2.43), "EBGAN no-pre": (30.10, 2.38),
     "ECOGAN no-samp": (32.91, 2.91), "ECOGAN samp": (20.02, 2.63),
-}
+}  # fmt: skip
 
 
 def slug(name: str) -> str:
@@ -45,24 +41,18 @@ def slug(name: str) -> str:
 
 
 def train_one(name: str, args: argparse.Namespace) -> tuple[str, float]:
+    """Train (or resume) the run of ``name`` to ``--steps``, keeping a checkpoint every quarter; its output is
+    appended to OUT/<slug>.log. Returns the seconds it took (0: it was finished)."""
     preset, extra = CONFIGS[name]
-    run = Path(args.out) / slug(name)
-    if (run / "checkpoints" / f"step_{args.steps:07d}.pt").is_file():
-        return name, 0.0
     every = max(args.steps // 4, 1)
-    cmd = [sys.executable, "-m", "tailgan", "train", "--method", preset, "--data", "fashion_mnist_lt",
-           "--root", args.root, "--steps", str(args.steps), "--out", str(run), "optim.batch_size=64",
-           "model.conv_dim=32", f"ckpt_every={every}", f"sample_every={every}", "keep_checkpoints=true",
-           "log_every=50", f"seed={args.seed}", *extra]
+    overrides = ["optim.batch_size=64", "model.conv_dim=32", f"ckpt_every={every}", f"sample_every={every}",
+                 "keep_checkpoints=true", "log_every=50", f"seed={args.seed}", *extra]  # fmt: skip
     if preset in ("bagan", "ebgan"):
-        cmd.append(f"options.pretrain_epochs={args.pretrain_epochs}")
-    if run.exists() and (run / "checkpoints" / "last.pt").is_file():
-        cmd = [sys.executable, "-m", "tailgan", "train", "--resume", str(run), "--steps", str(args.steps)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    t0 = time.perf_counter()
-    with open(Path(args.out) / f"{slug(name)}.log", "a") as log:
-        subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    return name, time.perf_counter() - t0
+        overrides.append(f"options.pretrain_epochs={args.pretrain_epochs}")
+    train_args = ["--method", preset, "--data", "fashion_mnist_lt", "--root", args.root]
+    seconds = train_or_resume(Path(args.out) / slug(name), args.steps, train_args, overrides, threads=args.threads,
+                              log=Path(args.out) / f"{slug(name)}.log")  # fmt: skip
+    return name, seconds
 
 
 def evaluate_run(name: str, args: argparse.Namespace, data, extractor) -> dict:
@@ -75,7 +65,7 @@ def evaluate_run(name: str, args: argparse.Namespace, data, extractor) -> dict:
     for ckpt in sorted((run / "checkpoints").glob("step_*.pt")):
         g = load_generator(run, checkpoint=str(ckpt))
         r = evaluate(g, data, metrics=["fid", "is", "kid", "labelacc"], ref="train-lt", seed=args.seed,
-                     extractor=extractor, kid_subset_size=100)
+                     extractor=extractor, kid_subset_size=100)  # fmt: skip
         per_class = {p["class"]: p for p in r["per_class"]}
         points.append({
             "step": g.step, "fid": r["overall"]["fid"], "is": r["overall"]["is"], "kid": r["overall"]["kid"],
@@ -83,28 +73,19 @@ def evaluate_run(name: str, args: argparse.Namespace, data, extractor) -> dict:
             "rare": {data.classes[c]: {"n_train": data.train.counts()[c], "kid": per_class[c].get("kid"),
                                        "labelacc": per_class[c].get("labelacc")} for c in rare},
             "extractor": r["extractor"], "num_fake": r["num_fake"],
-        })
+        })  # fmt: skip
         print(f"{name:15s} step {g.step:5d}: FID {points[-1]['fid']:.2f} IS {points[-1]['is']:.2f}", flush=True)
     best = min(points, key=lambda p: p["fid"])
     return {"name": name, "preset": CONFIGS[name][0], "overrides": CONFIGS[name][1], "best": best, "curve": points}
 
 
-def machine() -> dict:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-    return {"cpu": cpu, "nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "load_average": os.getloadavg()}
-
-
 def write_table(rows: list[dict], args: argparse.Namespace, seconds: dict) -> None:
-    RESULTS.mkdir(exist_ok=True)
     meta = {"steps": args.steps, "batch_size": 64, "resolution": 32, "conv_dim": 32,
             "pretrain_epochs": args.pretrain_epochs, "evaluator": getattr(args, "evaluator", None),
             "threads_per_run": args.threads, "seed": args.seed,
             "train_seconds": seconds, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "protocol": "ref=train-lt: fakes carry the LT training labels, as many as its 10,500 images; "
-                        "tailgan's Fashion-MNIST evaluator features (not Inception); best step by FID"}
-    (RESULTS / "seed_table3.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+                        "tailgan's Fashion-MNIST evaluator features (not Inception); best step by FID"}  # fmt: skip
     rare_names = list(rows[0]["best"]["rare"])
     lines = [
         "# Seed table 3 on Fashion-MNIST-LT at a CPU budget",
@@ -120,7 +101,7 @@ def write_table(rows: list[dict], args: argparse.Namespace, seconds: dict) -> No
         "| method | FID | IS | best step | published FID / IS | "
         + " | ".join(f"KID {n} (n={rows[0]['best']['rare'][n]['n_train']}) | label acc {n}" for n in rare_names) + " |",
         "|---|---|---|---|---|" + "---|---|" * len(rare_names),
-    ]
+    ]  # fmt: skip
     for r in rows:
         b = r["best"]
         pub = PUBLISHED_FMNIST[r["name"]]
@@ -128,8 +109,8 @@ def write_table(rows: list[dict], args: argparse.Namespace, seconds: dict) -> No
         lines.append(f"| {r['name']} | {b['fid']:.2f} | {b['is']:.2f} | {b['step']} | {pub[0]} / {pub[1]} | {cells} |")
     order = [r["name"] for r in sorted(rows, key=lambda r: r["best"]["fid"])]
     lines += ["", f"Measured FID ordering (best first): {' < '.join(order)}.",
-              "Published ordering: ECOGAN samp < EBGAN pre < EBGAN no-pre < ECOGAN no-samp < BAGAN."]
-    (RESULTS / "seed_table3.md").write_text("\n".join(lines) + "\n")
+              "Published ordering: ECOGAN samp < EBGAN pre < EBGAN no-pre < ECOGAN no-samp < BAGAN."]  # fmt: skip
+    write_results(args.results, "seed_table3", {"meta": meta, "rows": rows}, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -137,8 +118,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--pretrain-epochs", type=int, default=5)
-    p.add_argument("--out", default="runs/seed_table3")
-    p.add_argument("--root", default=os.environ.get("TAILGAN_DATA", str(HERE.parent.parent / "shared" / "data")))
+    p.add_argument("--out", default="runs/seed_table3", help="the run folders")
+    p.add_argument("--results", default=str(RESULTS), help="where seed_table3.{json,md} go")
+    p.add_argument("--root", default=data_root())
     p.add_argument("--jobs", type=int, default=2, help="runs trained at once")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--seed", type=int, default=0)
@@ -160,7 +142,10 @@ def main() -> None:
     data = load_data("fashion_mnist_lt", root=args.root, resolution=32)
     # the evaluator trained at the runs' pixels (32 px): resizing 28 -> 32 -> 28 would cost it accuracy
     extractor = get_evaluator(data.config)
-    rows = [evaluate_run(n, args, data, extractor) for n in CONFIGS]
+    trained = [n for n in CONFIGS if any((Path(args.out) / slug(n) / "checkpoints").glob("step_*.pt"))]
+    if missing := [n for n in CONFIGS if n not in trained]:
+        print(f"not trained yet, left out of the table: {', '.join(missing)}", flush=True)
+    rows = [evaluate_run(n, args, data, extractor) for n in trained]
     args.evaluator = extractor.info
     write_table(rows, args, seconds)
 

@@ -30,22 +30,19 @@ import argparse
 import datetime
 import itertools
 import json
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from _harness import REPO, RESULTS, command, data_root, machine, write_results
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tailgan import load_generator  # noqa: E402
-from tailgan.classify.bench import machine_info, mean_std, run_bench  # noqa: E402
-from tailgan.classify.train import ClassifyConfig  # noqa: E402
-from tailgan.data import load_data  # noqa: E402
-from tailgan.errors import TailganError  # noqa: E402
-from tailgan.io import atomic_write_json, atomic_write_text  # noqa: E402
+from tailgan import load_generator
+from tailgan.classify.bench import run_bench
+from tailgan.classify.train import ClassifyConfig
+from tailgan.data import load_data
+from tailgan.errors import TailganError
+from tailgan.io import atomic_write_text
+from tailgan.report.classify_tables import mean_std
 
 STEM = "synthetic_protocol"
 FILTERS = (None, 0.9)
@@ -134,9 +131,11 @@ def plot(doc: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    swept = False
     for i, label in enumerate(doc["generators"]):
         rows = [r for r in doc["sweep"] if r["label"] == label and r["synthetic"].startswith("add:") and "acsa" in r]
         xs = [int(r["synthetic"].split(":")[1]) for r in rows]
+        swept = swept or bool(xs)
         for ax, key in zip(axes, ("acsa", "tail_recall")):
             ax.errorbar(xs, [r[key]["mean"] for r in rows], [r[key]["std"] for r in rows], marker="o", color=f"C{i}",
                         capsize=3, label=label)  # fmt: skip
@@ -146,7 +145,7 @@ def plot(doc: dict, path: Path) -> None:
         for name, summary, ls in lines:
             if summary and summary.get(key):
                 ax.axhline(summary[key]["mean"], color="gray", ls=ls, label=name)
-        if ax.has_data():
+        if swept:  # the reference lines alone have no amounts (a log axis of them fails): --sweep none
             ax.set_xscale("log")
         ax.set_xlabel("synthetic images added per class")
         ax.set_title(title)
@@ -159,7 +158,7 @@ def plot(doc: dict, path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data"))
+    p.add_argument("--root", default=data_root())
     p.add_argument("--generator", action="append", required=True, metavar="LABEL=RUN")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--amounts", default="100,300,1000,3000", help="images added per class in the sweep")
@@ -169,7 +168,7 @@ def main() -> int:
     p.add_argument("--guard-refuse", default="0.15", help="the guard's refusal threshold ('none': never refuse)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--work", default=str(REPO / "runs" / STEM))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     refuse = None if args.guard_refuse == "none" else float(args.guard_refuse)
@@ -182,9 +181,9 @@ def main() -> int:
     swept = set(generators) if not args.sweep else set() if args.sweep == "none" else set(args.sweep.split(","))
     if unknown := swept - set(generators):
         p.error(f"--sweep {sorted(unknown)[0]!r} is not a --generator label; give one of {', '.join(generators)}")
-    classical = json.loads((REPO / "benchmarks" / "results" / "classify_fmnist_lt_v2.json").read_text())
+    classical = json.loads((RESULTS / "classify_fmnist_lt_v2.json").read_text())
     best = max((r for r in classical["results"] if not r.get("generative")), key=lambda r: r["summary"]["acsa"]["mean"])
-    doc = {"command": "python benchmarks/synthetic_protocol.py " + " ".join(sys.argv[1:]), "machine": machine_info(),
+    doc = {"command": command(__file__), "machine": machine(),
            "date": datetime.date.today().isoformat(), "seeds": args.seeds, "epochs": args.epochs,
            "generators": generators,
            "classical": f"{best['strategy']} {fmt(best['summary']['acsa'])} ACSA, tail-3 recall "
@@ -197,8 +196,7 @@ def main() -> int:
         for f, w, ft in itertools.product(FILTERS, WEIGHTS, FINETUNE):
             cfg = replace(base, filter=f, synthetic_weight=w, finetune=ft)
             doc["ablation"].append(one(data, label, gen, cfg, args.seeds, work))
-            atomic_write_json(out / f"{STEM}.json", doc)
-            atomic_write_text(out / f"{STEM}.md", render(doc))
+            write_results(out, STEM, doc, render(doc))
         mine = [r for r in doc["ablation"] if r["label"] == label and "refused" not in r]
         if not mine or label not in swept:
             continue
@@ -207,8 +205,7 @@ def main() -> int:
             cfg = replace(base, filter=top["filter"], synthetic_weight=top["synthetic_weight"],
                           finetune=top["finetune"], synthetic=amount)  # fmt: skip
             doc["sweep"].append(one(data, label, gen, cfg, args.seeds, work))
-            atomic_write_json(out / f"{STEM}.json", doc)
-            atomic_write_text(out / f"{STEM}.md", render(doc))
+            write_results(out, STEM, doc, render(doc))
     plot(doc, out / f"{STEM}_sweep.png")
     print(render(doc))
     return 0

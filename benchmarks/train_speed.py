@@ -39,49 +39,39 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
+import itertools
 import json
 import math
-import os
-import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _harness import (
+    GAN_CONFIGS,
+    GAN_SEED,
+    RESULTS,
+    data_root,
+    gan_config,
+    loadavg,
+    machine,
+    now,
+    peak_rss_mb,
+    pick_data,
+    rss_mb,
+    run_worker,
+    time_alternately,
+    write_results,
+)
 
 STEM = "train_speed"
 TARGET_RATIO = 1.05  # tailgan's step time may be at most 5 % above the hand loop's
-SEED = 0
-
-# name -> tailgan preset + overrides, and the timing budget (generator steps)
-CONFIGS: dict[str, dict[str, Any]] = {
-    "ecogan-dcgan": {
-        "preset": "ecogan-dcgan",
-        "overrides": ["optim.batch_size=64"],  # the preset's batch is ECOGAN's 128
-        "arch": "dcgan",
-        "timed_steps": 24,
-        "warmup": 2,
-        "mem_steps": 3,
-    },
-    "ecogan-biggan": {
-        "preset": "ecogan-biggan",
-        "overrides": ["optim.batch_size=64", "model.conv_dim=24", "model.shared_dim=32"],
-        "arch": "biggan",
-        "timed_steps": 10,
-        "warmup": 1,
-        "mem_steps": 2,
-    },
-}
+SEED = GAN_SEED  # the seed of both loops' weights and random numbers
 
 # The hand loop's settings, written out rather than read from tailgan's config, so that the lock-step
 # loss check also tests that tailgan's presets mean what the issue says they mean.
@@ -96,29 +86,6 @@ HAND_SETTINGS: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 LR, D_STEPS, BATCH, EMA_DECAY, EMA_START = 2e-4, 5, 64, 0.9999, 1000
-
-
-def default_root() -> str:
-    return os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
-
-
-def pick_data(root: str) -> tuple[str, str]:
-    """(data preset, note): Fashion-MNIST-LT when its raw files are under ``root``, else digits_lt."""
-    if (Path(root) / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        return "fashion_mnist_lt", ""
-    return "digits_lt", f"Fashion-MNIST not found under {root}; fell back to digits_lt (scikit-learn digits)"
-
-
-def tailgan_config(name: str, data: str, root: str, device: str, **fields: Any):
-    """The TrainConfig ``tailgan train --method PRESET --data DATA key=value ...`` would resolve."""
-    from tailgan.train import make_config
-
-    spec = CONFIGS[name]
-    root_arg = root if data == "fashion_mnist_lt" else None
-    fields.setdefault("precision", "fp32")  # the exact comparison; the fast mode is measured by worker_fast
-    return make_config(
-        spec["preset"], data=data, root=root_arg, overrides=spec["overrides"], seed=SEED, device=device, **fields
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,19 +272,6 @@ class TailganLoop:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def rss_mb() -> float:
-    """Current resident set size (MB), from /proc/self/status."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    """RSS high-water mark of this process (MB); ru_maxrss is in KiB on Linux."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def summary(values: list[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=float)
     q25, q50, q75 = np.percentile(v, [25, 50, 75])
@@ -355,12 +309,12 @@ def worker_time(name: str, data: str, root: str, device: str, timed: int, warmup
     from tailgan.data import load_data, to_float
 
     dev = torch.device(device)
-    cfg = tailgan_config(name, data, root, device)
+    cfg = gan_config(name, data, root, device)
     ds = load_data(cfg.data)
     real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
     loops = {
         "tailgan": TailganLoop(cfg, ds, dev),
-        "hand": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
+        "hand": HandLoop(GAN_CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
     }
     method = loops["tailgan"].method
 
@@ -407,19 +361,23 @@ def worker_time(name: str, data: str, root: str, device: str, timed: int, warmup
     return result
 
 
+def next_step(loop, steps: Iterator[int]) -> dict[str, torch.Tensor]:
+    return loop.step(next(steps))
+
+
 def worker_fast(name: str, data: str, root: str, device: str, timed: int, warmup: int) -> dict:
     """fp32 and the fast mode (bf16 autocast + channels-last), tailgan and the hand loop, interleaved."""
     from tailgan.data import load_data, to_float
 
     dev = torch.device(device)
-    cfg = tailgan_config(name, data, root, device)
+    cfg = gan_config(name, data, root, device)
     ds = load_data(cfg.data)
     real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
     loops = {
         "tailgan_fp32": TailganLoop(cfg, ds, dev, "fp32"),
         "tailgan_fast": TailganLoop(cfg, ds, dev, "auto"),
-        "hand_fp32": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
-        "hand_fast": HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, fast=True),
+        "hand_fp32": HandLoop(GAN_CONFIGS[name]["arch"], ds.num_classes, real, labels, dev),
+        "hand_fast": HandLoop(GAN_CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, fast=True),
     }
     first = {}
     for step in range(1, warmup + 1):
@@ -427,13 +385,9 @@ def worker_fast(name: str, data: str, root: str, device: str, timed: int, warmup
             out = loop.step(step)
             if step == 1:
                 first[impl] = {k: float(v) for k, v in out.items() if k in ("d_loss", "g_loss")}
-    wall: dict[str, list[float]] = {k: [] for k in loops}
-    order = list(loops)
-    for i in range(timed):
-        for impl in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            loops[impl].step(warmup + 1 + i)
-            wall[impl].append(time.perf_counter() - t0)
+    # each loop's k-th timed call makes G step warmup + k (the hand loop's EMA starts at a step number)
+    calls = {impl: partial(next_step, loop, itertools.count(warmup + 1)) for impl, loop in loops.items()}
+    wall = time_alternately(calls, timed)
     policy = loops["tailgan_fast"].method.precision
     return {"wall": wall, "first_step_losses": first, "fast_policy": {"name": policy.name,
             "channels_last": policy.channels_last}}  # fmt: skip
@@ -488,14 +442,7 @@ def classifier_fast(arch: str, steps: int, warmup: int, device: str) -> dict:
     for _ in range(warmup):
         for f in loops.values():
             f()
-    wall: dict[str, list[float]] = {k: [] for k in loops}
-    order = list(loops)
-    for i in range(steps):
-        for impl in order if i % 2 == 0 else order[::-1]:
-            t0 = time.perf_counter()
-            loops[impl]()
-            wall[impl].append(time.perf_counter() - t0)
-    return {"wall": wall}
+    return {"wall": time_alternately(loops, steps)}
 
 
 def fast_summary(wall: dict[str, list[float]], bar: float) -> dict:
@@ -524,7 +471,7 @@ def worker_memory(name: str, impl: str, data: str, root: str, device: str, steps
     result: dict[str, Any] = {"rss_after_imports_mb": base}
     if impl == "tailgan":
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = tailgan_config(
+            cfg = gan_config(
                 name, data, root, device, steps=steps, log_every=1, sample_every=0, ckpt_every=10**9, eval_every=0
             )
             t0 = time.perf_counter()
@@ -537,10 +484,10 @@ def worker_memory(name: str, impl: str, data: str, root: str, device: str, steps
             k: v for k, v in records[0].items() if k not in ("step", "steps_per_s", "phase")
         }
     else:
-        cfg = tailgan_config(name, data, root, device)  # only for the data spec
+        cfg = gan_config(name, data, root, device)  # only for the data spec
         ds = load_data(cfg.data)
         real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
-        loop = HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev)
+        loop = HandLoop(GAN_CONFIGS[name]["arch"], ds.num_classes, real, labels, dev)
         times = []
         for step in range(1, steps + 1):
             t0 = time.perf_counter()
@@ -586,11 +533,11 @@ def exactness_check(names: list[str], data: str, root: str, device: str, steps: 
     )
     dev = torch.device(device)
     for name in names:
-        cfg = tailgan_config(name, data, root, device)
+        cfg = gan_config(name, data, root, device)
         ds = load_data(cfg.data)
         real, labels = to_float(ds.train.images).to(dev), ds.train.labels.to(dev)
         tg = TailganLoop(cfg, ds, dev)
-        hand = HandLoop(CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, tailgan_losses=True)
+        hand = HandLoop(GAN_CONFIGS[name]["arch"], ds.num_classes, real, labels, dev, tailgan_losses=True)
         for step in range(1, steps + 1):
             tg.step(step)
             hand.step(step)
@@ -606,34 +553,19 @@ def exactness_check(names: list[str], data: str, root: str, device: str, steps: 
     return out
 
 
-def run_worker(args: list[str], threads: int) -> dict:
-    """Run this script as a worker in a fresh process; returns the JSON it writes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "result.json"
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", str(threads), "--result", str(out), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout + proc.stderr)
-            raise RuntimeError(f"worker {' '.join(args)} failed with exit code {proc.returncode}")
-        return json.loads(out.read_text())
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------
 
 
-def machine_info(threads: int) -> dict:
-    from tailgan.version import cpu_model
-
+def loop_figures(wall: np.ndarray, cpu: np.ndarray, mem: dict) -> dict:
+    """One loop's step times (wall and CPU), G steps/s and peak memory."""
     return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": threads,
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "step_s": summary(list(wall)),
+        "g_steps_per_s": 1.0 / float(np.median(wall)),
+        "cpu_step_s": summary(list(cpu)),
+        "peak_rss_mb": mem["peak_rss_mb"],
+        "peak_rss_rise_mb": mem["peak_rss_rise_mb"],
     }
 
 
@@ -644,27 +576,15 @@ def summarise(name: str, timing: dict, mem: dict[str, dict]) -> dict:
     train_rates = mem["tailgan"]["train_steps_per_s"][1:]  # step 1 pays the warm-up
     replica, real_train = timing["replica_step1_losses"], mem["tailgan"]["train_step1_losses"]
     return {
-        "tailgan_overrides": CONFIGS[name]["overrides"],
+        "tailgan_overrides": GAN_CONFIGS[name]["overrides"],
         "settings": timing["cfg"],
         "params": timing["tailgan_params"],
         "same_params_as_hand": timing["tailgan_params"] == timing["hand_params"],
         "dataset": {"n_train": timing["n_train"], "num_classes": timing["num_classes"], "img": timing["img_shape"]},
         "warmup_steps": timing["warmup"],
         "timed_steps_per_loop": len(wall_t),
-        "tailgan": {
-            "step_s": summary(list(wall_t)),
-            "g_steps_per_s": 1.0 / float(np.median(wall_t)),
-            "cpu_step_s": summary(list(cpu_t)),
-            "peak_rss_mb": mem["tailgan"]["peak_rss_mb"],
-            "peak_rss_rise_mb": mem["tailgan"]["peak_rss_rise_mb"],
-        },
-        "hand": {
-            "step_s": summary(list(wall_h)),
-            "g_steps_per_s": 1.0 / float(np.median(wall_h)),
-            "cpu_step_s": summary(list(cpu_h)),
-            "peak_rss_mb": mem["hand"]["peak_rss_mb"],
-            "peak_rss_rise_mb": mem["hand"]["peak_rss_rise_mb"],
-        },
+        "tailgan": loop_figures(wall_t, cpu_t, mem["tailgan"]),
+        "hand": loop_figures(wall_h, cpu_h, mem["hand"]),
         "ratio_wall": ratio_wall,
         "ratio_cpu": ratio_cpu,
         "ratio_of_median_wall": float(np.median(wall_t) / np.median(wall_h)),
@@ -683,12 +603,13 @@ def summarise(name: str, timing: dict, mem: dict[str, dict]) -> dict:
     }
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def markdown(report: dict) -> str:
     m = report["machine"]
+    cpu = m.get("cpu") or m.get("cpu_model")  # a report written before benchmarks/_harness.py: cpu_model
     lines = [
         "# train_speed: tailgan's GAN step vs a hand-written PyTorch loop",
         "",
-        f"{m['date']}, {m['cpu_model']}, {m['nproc']} cores, torch {m['torch']}, "
+        f"{m['date']}, {cpu}, {m['nproc']} cores, torch {m['torch']}, "
         f"`torch.set_num_threads({m['torch_threads']})`, load average at start {m['loadavg_start']} "
         f"(end {m['loadavg_end']}): other processes were using the CPU. Data: {report['data']['preset']}"
         f"{' (' + report['data']['note'] + ')' if report['data']['note'] else ''}.",
@@ -735,7 +656,7 @@ def write_markdown(report: dict, path: Path) -> None:
             "the two (equal) loss formulas, which GAN training amplifies."
         )
     lines += fast_mode_lines(report)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def fast_mode_lines(report: dict) -> list[str]:
@@ -760,14 +681,14 @@ def fast_mode_lines(report: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default=default_root(), help="folder holding FashionMNIST/raw")
-    p.add_argument("--configs", default=",".join(CONFIGS), help="comma list of " + ", ".join(CONFIGS))
+    p.add_argument("--root", default=data_root(), help="folder holding FashionMNIST/raw")
+    p.add_argument("--configs", default=",".join(GAN_CONFIGS), help="comma list of " + ", ".join(GAN_CONFIGS))
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     p.add_argument("--device", default="cpu", help="torch device (peak RSS only covers host memory)")
-    p.add_argument("--dcgan-steps", type=int, default=CONFIGS["ecogan-dcgan"]["timed_steps"])
-    p.add_argument("--biggan-steps", type=int, default=CONFIGS["ecogan-biggan"]["timed_steps"])
+    p.add_argument("--dcgan-steps", type=int, default=GAN_CONFIGS["ecogan-dcgan"]["timed_steps"])
+    p.add_argument("--biggan-steps", type=int, default=GAN_CONFIGS["ecogan-biggan"]["timed_steps"])
     p.add_argument("--warmup", type=int, help="lock-step warm-up G steps (default: per configuration)")
     p.add_argument("--mem-steps", type=int, help="G steps in the memory runs (default: per configuration)")
     p.add_argument("--profile", action="store_true", help="always profile one step of each loop")
@@ -778,52 +699,104 @@ def main(argv: list[str] | None = None) -> int:
         help="only the exactness check (inline vs tailgan losses; bit-identical weights with tailgan's losses); "
         "adds it to an existing train_speed.json in --out",
     )
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--out", default=str(RESULTS))
     # internal: run one measurement in this (fresh) process and write its JSON to --result
-    p.add_argument("--worker", choices=["time", "memory", "fast", "classifier"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
+    return p
+
+
+# --worker NAME: the measurement a fresh process makes (run_worker starts it)
+WORKERS = {
+    "time": lambda a: worker_time(a.config, a.data, a.root, a.device, a.steps, a.warmup, a.profile),
+    "memory": lambda a: worker_memory(a.config, a.impl, a.data, a.root, a.device, a.steps),
+    "fast": lambda a: worker_fast(a.config, a.data, a.root, a.device, a.steps, a.warmup),
+    "classifier": lambda a: classifier_fast(a.config, a.steps, a.warmup, a.device),
+}
+
+
+class Progress:
+    """Progress lines with the seconds since the benchmark started."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:6.0f} s] {message}", flush=True)
+
+
+def measure_config(name: str, data: str, args: argparse.Namespace, log: Progress) -> dict:
+    """The two memory runs (a fresh process per loop) and the interleaved timing of one configuration."""
+    spec = GAN_CONFIGS[name]
+    timed = args.dcgan_steps if spec["arch"] == "dcgan" else args.biggan_steps
+    warmup = args.warmup if args.warmup is not None else spec["warmup"]
+    mem_steps = args.mem_steps if args.mem_steps is not None else spec["mem_steps"]
+    common = ["--config", name, "--data", data, "--root", args.root, "--device", args.device]
+    mem = {}
+    for impl in ("tailgan", "hand"):
+        log(f"{name}: memory run ({impl}, {mem_steps} steps)")
+        mem[impl] = run_worker(__file__, ["--worker", "memory", "--impl", impl, "--steps", str(mem_steps), *common],
+                               args.threads)  # fmt: skip
+    log(f"{name}: timing ({warmup} + {timed} steps each)")
+    timing = run_worker(__file__, ["--worker", "time", "--steps", str(timed), "--warmup", str(warmup), *common]
+                        + (["--profile"] if args.profile else []), args.threads)  # fmt: skip
+    r = summarise(name, timing, mem)
+    log(f"{name}: tailgan {r['tailgan']['step_s']['median']:.3f} s/step, hand {r['hand']['step_s']['median']:.3f} "
+        f"s/step, ratio {r['ratio_wall']['median']:.3f} (cpu {r['ratio_cpu']['median']:.3f})")  # fmt: skip
+    return r
+
+
+def measure_fast(name: str, data: str, args: argparse.Namespace, log: Progress) -> dict:
+    """fp32 against the fast mode: a GAN configuration (tailgan and the hand loop) or a classifier (``name`` an
+    architecture)."""
+    log(f"{name}: fp32 vs fast mode" if name in GAN_CONFIGS else f"classifier {name}: fp32 vs fast mode")
+    if name in GAN_CONFIGS:
+        res = run_worker(__file__, ["--worker", "fast", "--steps", str(args.fast_steps), "--warmup", "1", "--config",
+                                    name, "--data", data, "--root", args.root, "--device", args.device],
+                         args.threads)  # fmt: skip
+        bar = 1.7 if name == "ecogan-dcgan" else 1.5
+    else:
+        res = run_worker(__file__, ["--worker", "classifier", "--config", name, "--steps", str(4 * args.fast_steps),
+                                    "--warmup", "2", "--device", args.device], args.threads)  # fmt: skip
+        bar = 1.5
+    f = {**fast_summary(res["wall"], bar), **res}
+    print(f"    speed-up tailgan {f['speedup_tailgan']:.2f}x, hand {f['speedup_hand']:.2f}x", flush=True)
+    return f
+
+
+def add_exactness_check(names: list[str], data: str, args: argparse.Namespace) -> int:
+    """``--check``: the exactness check, printed and added to the report in ``--out`` when there is one."""
+    check = exactness_check(names, data, args.root, args.device, steps=2)
+    print(json.dumps(check, indent=2))
+    path = Path(args.out) / f"{STEM}.json"
+    if path.is_file():
+        report = json.loads(path.read_text())
+        report["exactness_check"] = check
+        write_results(args.out, STEM, report, markdown(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    if args.worker == "time":
-        res = worker_time(args.config, args.data, args.root, args.device, args.steps, args.warmup, args.profile)
-        Path(args.result).write_text(json.dumps(res))
+    if args.worker:
+        Path(args.result).write_text(json.dumps(WORKERS[args.worker](args)))
         return 0
-    if args.worker == "fast":
-        res = worker_fast(args.config, args.data, args.root, args.device, args.steps, args.warmup)
-        Path(args.result).write_text(json.dumps(res))
-        return 0
-    if args.worker == "classifier":
-        res = classifier_fast(args.config, args.steps, args.warmup, args.device)
-        Path(args.result).write_text(json.dumps(res))
-        return 0
-    if args.worker == "memory":
-        res = worker_memory(args.config, args.impl, args.data, args.root, args.device, args.steps)
-        Path(args.result).write_text(json.dumps(res))
-        return 0
-
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in CONFIGS]
+    unknown = [n for n in names if n not in GAN_CONFIGS]
     if unknown:
-        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+        raise SystemExit(f"unknown configuration(s) {unknown}; choose from {', '.join(GAN_CONFIGS)}")
     data, note = pick_data(args.root)
-    out = Path(args.out)
     if args.check:
-        check = exactness_check(names, data, args.root, args.device, steps=2)
-        print(json.dumps(check, indent=2))
-        if (out / f"{STEM}.json").is_file():
-            report = json.loads((out / f"{STEM}.json").read_text())
-            report["exactness_check"] = check
-            (out / f"{STEM}.json").write_text(json.dumps(report, indent=2) + "\n")
-            write_markdown(report, out / f"{STEM}.md")
-        return 0
+        return add_exactness_check(names, data, args)
     report: dict[str, Any] = {
         "benchmark": STEM,
-        "machine": machine_info(args.threads),
+        "machine": machine(date=now()),
         "data": {"preset": data, "root": args.root if data == "fashion_mnist_lt" else None, "note": note},
         "target_ratio": TARGET_RATIO,
         "method": (
@@ -835,57 +808,17 @@ def main(argv: list[str] | None = None) -> int:
         "configs": {},
     }
     print(f"machine: {report['machine']}", flush=True)
-    t_start = time.perf_counter()
+    log = Progress()
     for name in names:
-        spec = CONFIGS[name]
-        timed = args.dcgan_steps if spec["arch"] == "dcgan" else args.biggan_steps
-        warmup = args.warmup if args.warmup is not None else spec["warmup"]
-        mem_steps = args.mem_steps if args.mem_steps is not None else spec["mem_steps"]
-        common = ["--config", name, "--data", data, "--root", args.root, "--device", args.device]
-        mem = {}
-        for impl in ("tailgan", "hand"):
-            print(
-                f"[{time.perf_counter() - t_start:6.0f} s] {name}: memory run ({impl}, {mem_steps} steps)", flush=True
-            )
-            mem[impl] = run_worker(
-                ["--worker", "memory", "--impl", impl, "--steps", str(mem_steps), *common], args.threads
-            )
-        print(f"[{time.perf_counter() - t_start:6.0f} s] {name}: timing ({warmup} + {timed} steps each)", flush=True)
-        timing = run_worker(
-            ["--worker", "time", "--steps", str(timed), "--warmup", str(warmup), *common]
-            + (["--profile"] if args.profile else []),
-            args.threads,
-        )
-        report["configs"][name] = summarise(name, timing, mem)
-        r = report["configs"][name]
-        print(
-            f"[{time.perf_counter() - t_start:6.0f} s] {name}: tailgan {r['tailgan']['step_s']['median']:.3f} s/step, "
-            f"hand {r['hand']['step_s']['median']:.3f} s/step, ratio {r['ratio_wall']['median']:.3f} "
-            f"(cpu {r['ratio_cpu']['median']:.3f})",
-            flush=True,
-        )
+        report["configs"][name] = measure_config(name, data, args, log)
         if args.fast_steps:
-            print(f"[{time.perf_counter() - t_start:6.0f} s] {name}: fp32 vs fast mode", flush=True)
-            fast = run_worker(["--worker", "fast", "--steps", str(args.fast_steps), "--warmup", "1", *common],
-                              args.threads)  # fmt: skip
-            bar = 1.7 if name == "ecogan-dcgan" else 1.5
-            report.setdefault("fast_mode", {})[name] = {**fast_summary(fast["wall"], bar), **fast}
-            f = report["fast_mode"][name]
-            print(f"    speed-up tailgan {f['speedup_tailgan']:.2f}x, hand {f['speedup_hand']:.2f}x", flush=True)
+            report.setdefault("fast_mode", {})[name] = measure_fast(name, data, args, log)
     for arch in ("lenet5", "resnet32") if args.fast_steps else ():
-        print(f"[{time.perf_counter() - t_start:6.0f} s] classifier {arch}: fp32 vs fast mode", flush=True)
-        res = run_worker(["--worker", "classifier", "--config", arch, "--steps", str(4 * args.fast_steps),
-                          "--warmup", "2", "--device", args.device], args.threads)  # fmt: skip
-        report.setdefault("fast_mode", {})[arch] = {**fast_summary(res["wall"], 1.5), **res}
-        f = report["fast_mode"][arch]
-        print(f"    speed-up tailgan {f['speedup_tailgan']:.2f}x, hand {f['speedup_hand']:.2f}x", flush=True)
-    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report["total_wall_s"] = time.perf_counter() - t_start
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{STEM}.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, out / f"{STEM}.md")
-    print(f"wrote {out / (STEM + '.json')} and {out / (STEM + '.md')}")
+        report.setdefault("fast_mode", {})[arch] = measure_fast(arch, data, args, log)
+    report["machine"]["loadavg_end"] = loadavg()
+    report["total_wall_s"] = time.perf_counter() - log.t0
+    path = write_results(args.out, STEM, report, markdown(report))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
 

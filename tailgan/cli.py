@@ -2,8 +2,8 @@
 
 Start-up stays light: ``tailgan --help`` and ``--version`` import no feature module, and ``tailgan SUB ...``
 imports only the module that defines SUB (whose heavy imports, torch included, wait for the command to
-run; the arguments of the top-level modules ``train``, ``sample`` and ``demo`` are defined here). ``COMMANDS``
-lists every sub-command with the help line its module registers (a test keeps them equal).
+run; the arguments of the top-level modules ``train``, ``sample``, ``augment`` and ``demo`` are defined here).
+``COMMANDS`` lists every sub-command with the help line its module registers (a test keeps them equal).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ COMMANDS = {
         "label accuracy) or compare two image folders",
     ),
     "evaluator": ("tailgan.metrics.cli", "the classifier behind --feature evaluator"),
-    "classify": ("tailgan.classify.cli", "train a classifier on long-tailed data with a rebalancing strategy"),
-    "bench": ("tailgan.classify.cli", "benchmarks"),
-    "augment": ("tailgan.classify.cli", "write the long-tailed images plus the synthetic ones that balance them"),
+    "classify": ("tailgan.classify_cli", "train a classifier on long-tailed data with a rebalancing strategy"),
+    "bench": ("tailgan.classify_cli", "benchmarks"),
+    "augment": ("tailgan.augment", "write the long-tailed images plus the synthetic ones that balance them"),
     "demo": ("tailgan.demo", "long-tailed digits: data, BAGAN-GP, evaluation, classifiers, report (CPU minutes)"),
     "report": (
         "tailgan.report.cli",
@@ -88,6 +88,25 @@ def register_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=deferred("tailgan.sample", "cmd_sample"))
 
 
+def register_augment(sub: argparse._SubParsersAction) -> None:
+    from tailgan.data.cli import add_data_arguments  # light (no torch); imported only when augment is parsed
+
+    p = sub.add_parser("augment", help=COMMANDS["augment"][1])
+    p.add_argument("run", help="a tailgan training run folder")
+    p.add_argument("--data", required=True, help="the preset the run was trained on")
+    add_data_arguments(p, positional=False)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data config overrides (e.g. resolution=32)")
+    p.add_argument("--out", required=True, help="output folder (must be empty or absent)")
+    p.add_argument(
+        "--synthetic", default="fill", help="'fill' (every class to the largest), 'ratio:R', 'target:N' or 'add:N'"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=deferred("tailgan.augment", "cmd_augment"))
+
+
 def register_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--out", default="tailgan-demo", help="output folder (a previous demo folder is replaced)")
@@ -97,7 +116,12 @@ def register_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=deferred("tailgan.demo", "cmd_demo"))
 
 
-FRONT_ENDS = {"tailgan.train": register_train, "tailgan.sample": register_sample, "tailgan.demo": register_demo}
+FRONT_ENDS = {
+    "tailgan.train": register_train,
+    "tailgan.sample": register_sample,
+    "tailgan.augment": register_augment,
+    "tailgan.demo": register_demo,
+}
 
 
 def _register(sub: argparse._SubParsersAction, module_name: str) -> None:

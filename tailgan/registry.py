@@ -1,12 +1,15 @@
 """The one registry style of the package: a named table filled by a decorator on each entry.
 
 ``LOSSES = Registry("loss")`` then ``@LOSSES.register("focal")`` on the function that builds it; ``LOSSES.get(name)``
-returns it or says in one line which names exist. Classifier architectures, classify strategy parts and
-metrics are registries of this kind (torchvision's ``register_model`` / ``get_model`` shape).
+returns it or says in one line which names exist. Classifier architectures, classify strategy parts, metrics and
+GAN recipes are registries of this kind (torchvision's ``register_model`` / ``get_model`` shape). An entry can be
+registered by its import path (``register_lazy(name, "module:attr")``), imported when first asked for: the GAN
+recipes are, so ``tailgan --help`` imports none of them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
@@ -32,10 +35,27 @@ class Registry(Generic[T]):
 
         return add if entry is None else add(entry)
 
+    def register_lazy(self, name: str, path: str) -> None:
+        """Register the object at ``path`` ("module:attr"), imported on the first ``get``."""
+        self.register(name, _Lazy(path))
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (a plug-in's or a test's)."""
+        self._entries.pop(name, None)
+
+    def path(self, name: str) -> str | None:
+        """The import path of a lazily registered entry ("module:attr"), None for the others."""
+        entry = self._entries.get(name)
+        return entry.path if isinstance(entry, _Lazy) else None
+
     def get(self, name: str) -> T:
         if name not in self._entries:
             raise TailganError(f"unknown {self.kind} {name!r}; use one of {', '.join(self._entries)}")
-        return self._entries[name]
+        entry = self._entries[name]
+        if isinstance(entry, _Lazy):
+            module, _, attr = entry.path.partition(":")
+            entry = self._entries[name] = getattr(importlib.import_module(module), attr)
+        return entry
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
@@ -45,6 +65,11 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+
+class _Lazy:
+    def __init__(self, path: str) -> None:
+        self.path = path
 
 
 __all__ = ["Registry"]

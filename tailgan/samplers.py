@@ -42,13 +42,13 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import validate_data
 from torchvision.transforms.v2 import functional as TF
 
-from tailgan.classify.synthetic import filter_synthetic
 from tailgan.data.folder import export_image_sets
 from tailgan.data.images import ImageSet
 from tailgan.engine import load_generator
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json
 from tailgan.methods import all_presets, method_names
+from tailgan.synthesis.images import filter_synthetic
 from tailgan.train import make_config, train
 from tailgan.version import __version__
 
@@ -552,7 +552,7 @@ class GenerativeOverSampler(BaseOverSampler):
 
 def _logits_of(clf: LogisticRegression):
     """The fitted pixel classifier as a logits function of float images in [-1, 1] (what
-    :func:`tailgan.classify.synthetic.filter_synthetic` takes); classes it never saw get probability 0."""
+    :func:`tailgan.synthesis.images.filter_synthetic` takes); classes it never saw get probability 0."""
     width = int(clf.classes_.max()) + 1
 
     def logits(x: torch.Tensor) -> torch.Tensor:

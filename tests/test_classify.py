@@ -1,4 +1,4 @@
-"""Strategies, metrics, classifiers, the training protocol, augment and the CLI of tailgan.classify."""
+"""Strategies, metrics, classifiers, the training protocol and the CLI of tailgan.classify, and tailgan augment."""
 
 import argparse
 import json
@@ -18,9 +18,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from tailgan.classify import cli as classify_cli
-from tailgan.classify.augment import augment_folder, read_augment_manifest
-from tailgan.classify.metrics import classification_metrics
+from tailgan import augment as augment_command
+from tailgan import classify_cli
+from tailgan.augment import augment_folder
 from tailgan.classify.strategies import (
     CLASSICAL_STRATEGIES,
     parse_strategy,
@@ -30,9 +30,12 @@ from tailgan.classify.strategies import (
     threshold_shift,
 )
 from tailgan.classify.train import ClassifyConfig, split_validation, tail_classes, train_and_score
+from tailgan.cli import build_parser, parse_args
 from tailgan.data import load_data
+from tailgan.data.folder import read_augment_manifest, read_images
 from tailgan.errors import TailganError
 from tailgan.nets.classifiers import NormedLinear, build_classifier, init_prior_bias
+from tailgan.scores import classification_metrics
 
 
 class FakeGenerator:
@@ -309,6 +312,12 @@ def _run(argv):
     return args.func(args)
 
 
+def _augment(argv):
+    """``tailgan augment ARGV`` (its arguments are defined in tailgan.cli), TailganError raised, not printed."""
+    args = parse_args(build_parser("augment"), ["augment", *argv])
+    return args.func(args)
+
+
 def test_cli_classify_and_bench(tmp_path, capsys):
     out = tmp_path / "one"
     common = ["--data", "digits_lt", "--seeds", "2", "--steps", "2", "--batch-size", "32"]
@@ -341,6 +350,7 @@ def test_train_and_score_rejects_unknown_settings(digits):
 
 def test_cli_gan_rows_and_augment_with_a_stand_in_generator(tmp_path, monkeypatch):
     monkeypatch.setattr(classify_cli, "_load_generator", lambda run, checkpoint, device: FakeGenerator())
+    monkeypatch.setattr(augment_command, "load_generator", lambda run, checkpoint, device: FakeGenerator())
     common = ["--data", "digits_lt", "--seeds", "1", "--steps", "1", "--batch-size", "32", "--no-guard"]
     bench = tmp_path / "bench"
     argv = ["bench", "classify", "--strategies", "vanilla", "--generator", f"fake={tmp_path / 'run'}"]
@@ -349,16 +359,14 @@ def test_cli_gan_rows_and_augment_with_a_stand_in_generator(tmp_path, monkeypatc
     assert [(r["strategy"], r["generative"]) for r in doc["results"]] == [("vanilla", False), ("fake", True)]
     assert "Generative augmentation: the best generative row (fake)" in doc["winners"]
     out = tmp_path / "aug"
-    assert _run(["augment", str(tmp_path / "run"), "--data", "digits_lt", "--out", str(out)]) == 0
+    assert _augment([str(tmp_path / "run"), "--data", "digits_lt", "--out", str(out)]) == 0
     manifest = read_augment_manifest(out)
     assert manifest["run"] == "fake-run" and manifest["generator_step"] == 7
     # a synthetic PNG holds the generator's image: class c is grey level c / 9 * 255
     f = next(f for f in manifest["files"] if f["synthetic"] and f["label"] == 9)
-    from tailgan.classify.augment import read_png
-
-    assert read_png(out / f["path"], 1).float().mean().item() == pytest.approx(255.0)
+    assert read_images([out / f["path"]], 8, 1).float().mean().item() == pytest.approx(255.0)
     with pytest.raises(TailganError, match="overlaps"):
-        _run(["augment", str(tmp_path / "run"), "--data", "digits_lt", "--out", str(tmp_path / "run" / "x")])
+        _augment([str(tmp_path / "run"), "--data", "digits_lt", "--out", str(tmp_path / "run" / "x")])
 
 
 def test_winners_sentence():
@@ -369,7 +377,7 @@ def test_winners_sentence():
             "summary": {"acsa": {"mean": acsa, "std": 0.0}, "tail_recall": {"mean": tail, "std": 0.0}},
         }
 
-    from tailgan.classify.bench import winners
+    from tailgan.report.classify_tables import winners
 
     text = winners([row("cs", 0.80, 0.70), row("os", 0.82, 0.60), row("gan:x", 0.81, 0.75, True)], list("abc"), [2])
     assert text.startswith("Best ACSA: os (0.8200 ± 0.0000), +0.0100 over the next, gan:x.")
@@ -396,7 +404,8 @@ def test_bench_merges_rows_into_an_earlier_report(digits, tmp_path):
     # the report's header gives the generator rows' protocol, not the last run's config, as theirs
     md = (tmp_path / "bench.md").read_text().splitlines()
     (config_line,) = [line for line in md if line.startswith("- config: ")]
-    assert "arch=" in config_line and "synthetic_weight" not in config_line and "filter=" not in config_line
+    keys = {item.partition("=")[0] for item in config_line.removeprefix("- config: ").split(", ")}
+    assert "arch" in keys and "synthetic_weight" not in keys and "filter" not in keys  # feat_filter is no protocol key
     (protocol,) = [line for line in md if line.startswith("- synthetic-data protocol")]
     assert protocol.startswith("- synthetic-data protocol of gan:fake: synthetic=fill, ")
     assert "synthetic_weight=0.5, filter=0.5, " in protocol

@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from tailgan.classify import cli as classify_cli
+from tailgan import classify_cli
 from tailgan.classify.bench import run_bench
 from tailgan.classify.config import ClassifyConfig
 from tailgan.classify.runconfig import make_classify_config, read_config, reproduce_command

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from tailgan.classify import cli as classify_cli
+from tailgan import classify_cli
 from tailgan.classify.strategies import parse_strategy, synthetic_classes, synthetic_counts
-from tailgan.classify.synthetic import check_recognition, filter_synthetic, recognition_rates
 from tailgan.classify.train import ClassifyConfig, init_model, train_and_score, train_classifier
 from tailgan.data import load_data, to_float, to_uint8
 from tailgan.data.splits import carve_validation
 from tailgan.errors import TailganError
+from tailgan.synthesis.images import check_recognition, filter_synthetic, recognition_rates
 
 
 class FakeGenerator:
@@ -206,7 +206,7 @@ def test_guard_refuses_unrecognisable_images_and_can_be_switched_off(digits):
 def test_synthetic_weight_enters_the_loss_as_stated(digits):
     """gan+cs with weight s: loss = sum_i s_i w_{y_i} CE_i / sum_i s_i, with cs weights from n_real + s n_syn."""
     s = 0.25
-    cfg = ClassifyConfig(steps=1, batch_size=5000, evals=1, synthetic_weight=s, guard=False)
+    cfg = ClassifyConfig(steps=1, batch_size=5000, evals=1, synthetic_weight=s, guard=False, augment="none")
     r = train_and_score(digits, "gan+cs", seed=0, config=cfg, generator=FakeGenerator(), log=lambda m: None)
     real, _, _ = carve_validation(digits, cfg.valid_fraction, 0)
     n_real = real.counts()
@@ -242,7 +242,7 @@ def test_gan_combines_with_loss_and_prediction_strategies(digits):
         )
         assert r["strategy"] == name and r["synthetic_counts"] != [0] * 10
         assert (r["tau"] is None) == (name in ("gan+la", "gan+cbl:0.99"))
-    with pytest.raises(TailganError, match="combines with a loss or prediction strategy"):
+    with pytest.raises(TailganError, match="modifiers joined by '\\+' before a loss or prediction strategy"):
         parse_strategy("gan+os")
 
 

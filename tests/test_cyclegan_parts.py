@@ -191,7 +191,7 @@ def test_the_classifier_update_minimises_a_weighted_mean_of_the_four_groups_unle
 
 
 def test_joint_classifier_lr_scales_linearly_with_the_images_of_an_update():
-    from tailgan.classify.joint import joint_classifier_lr
+    from tailgan.baselines.joint import joint_classifier_lr
     from tailgan.classify.train import ClassifyConfig
 
     cfg = ClassifyConfig(lr=0.05, batch_size=128, joint_batch_size=8, joint_cls_batch="translator")
@@ -204,7 +204,7 @@ def test_joint_classifier_lr_scales_linearly_with_the_images_of_an_update():
 
 
 def test_joint_classifier_batch_follows_joint_cls_batch():
-    from tailgan.classify.joint import joint_recipe_options
+    from tailgan.baselines.joint import joint_recipe_options
     from tailgan.classify.train import ClassifyConfig
 
     def cls_batch(strategy, **kw):

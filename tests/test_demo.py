@@ -19,9 +19,11 @@ def test_demo_quick(tmp_path, capsys):
     assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
 
 
-def _summary(labelacc, vanilla, ts, la, gan):
+def _summary(labelacc, vanilla, ts, la, gan, feat=None):
     s = lambda m: {"mean": m, "std": 0.01, "n": 3}  # noqa: E731
     acsa = {"vanilla": s(vanilla), "ts": s(ts), "la": s(la)}
+    if feat is not None:
+        acsa["feat-calibrate"] = s(feat)
     if gan is not None:
         acsa["bagan-gp+la"] = s(gan)
     best = "ts" if ts > la else "la"
@@ -42,3 +44,14 @@ def test_demo_verdict_names_the_bar_and_the_numbers():
     low = verdict(_summary(0.75, 0.90, 0.91, 0.92, 0.91)).splitlines()[-1]
     assert "did not help (label accuracy 0.750 < 0.8; ACSA with them 0.910 < 0.920 without)" in low
     assert verdict(_summary(0.85, 0.90, 0.91, 0.92, None)).endswith("so they were not used")
+
+
+def test_demo_verdict_says_whether_generated_features_beat_the_best_classical():
+    from tailgan.demo import verdict
+
+    lines = verdict(_summary(0.85, 0.90, 0.91, 0.92, 0.925, feat=0.935)).splitlines()
+    assert lines[2] == ("generated features (feat-calibrate: the vanilla network's head re-trained on real + "
+                        "generated tail features) 0.935 ± 0.010: beat la (+0.015)")  # fmt: skip
+    assert "gan+la with BAGAN-GP's images 0.925" in lines[1]
+    lines = verdict(_summary(0.85, 0.90, 0.93, 0.92, None, feat=0.92)).splitlines()
+    assert lines[2].endswith("did not beat ts (-0.010)") and lines[1].endswith("no generated images were used")

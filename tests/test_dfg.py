@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import flatten_state, read_log
 
-from tailgan.classify.transfer import (
+from tailgan.baselines.transfer import (
     SourceConfig,
     TransferConfig,
     carve,
@@ -250,7 +250,7 @@ def test_delta_regulariser_keeps_the_features_near_the_source(source_file):
     """DELTA's feature-map term (alpha): with beta 0 and alpha 0 DELTA is plain fine-tuning step for step; with
     alpha > 0 the hooked extractor conv moves less from the source than under fine-tuning (a weight of 0 in the
     loop would make the two equal)."""
-    from tailgan.classify.transfer import train_transfer
+    from tailgan.baselines.transfer import train_transfer
 
     data, _ = carve(tiny_data(), TransferConfig(), 0)
     cfg = dict(steps=8, eval_every=8, batch_size=8, max_batches=2, lr=3e-3, beta=0.0)

@@ -640,7 +640,7 @@ def test_sample_counts_out_of_range_are_one_line_errors(n, batch, tmp_path, caps
 
 
 def test_confusion_matrix_of_a_thousand_classes_stays_small(tmp_path):
-    from tailgan.classify.metrics import plot_confusion_matrix
+    from tailgan.report.classify_figures import plot_confusion_matrix
 
     rng = np.random.default_rng(0)
     cm = np.diag(rng.integers(5, 10, 1000)) + rng.integers(0, 2, (1000, 1000))

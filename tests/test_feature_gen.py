@@ -83,3 +83,13 @@ def test_power_space_round_trip_restores_zeros():
     z = space.to_dense(x)
     assert torch.allclose(space.from_dense(z), x, atol=1e-5)
     assert z.mean(0).abs().max() < 1e-5 and (space.from_dense(torch.full((1, 5), -10.0)) == 0).all()
+
+
+def test_calibration_without_shift_centres_on_the_tail_features_with_the_donors_covariance():
+    g = torch.Generator().manual_seed(1)
+    z = torch.cat([torch.randn(400, 2, generator=g) * torch.tensor([3.0, 0.5]), torch.tensor([[5.0, 5.0]])])
+    y = torch.cat([torch.zeros(400, dtype=torch.long), torch.ones(1, dtype=torch.long)])
+    new_z, new_y = calibrated_features(z.double(), y, [0, 20000], k=1, alpha=0.0, generator=g, shift=0.0)
+    assert (new_y == 1).all()
+    assert np.allclose(new_z.mean(0).numpy(), [5.0, 5.0], atol=0.06)  # centred on the tail's own feature
+    assert np.allclose(np.cov(new_z.numpy().T), np.cov(z[:400].double().numpy().T), atol=0.15)  # borrowed spread

@@ -46,18 +46,18 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def presets_page() -> str:
     from tailgan.data import PRESETS as DATA_PRESETS
-    from tailgan.methods import _MODULES, all_presets
+    from tailgan.methods import METHODS, all_presets, method_module
 
     rows = [[f"`{name}`", ", ".join(f"`{k}={v}`" for k, v in cfg.items())] for name, cfg in DATA_PRESETS.items()]
     out = ["# Presets\n", "Generated from the registries at build time.\n",
            "## Data presets\n", "`--data NAME` (or `tailgan.load_data(NAME)`); `key=value` overrides any field.\n",
            _table(["preset", "data config"], rows)]
     method_rows = []
-    for method, (module_name, cls) in _MODULES.items():
-        module = importlib.import_module(module_name)
+    for method in METHODS:
+        module = method_module(method)
         presets = getattr(module, "PRESETS", {}) or {}
         default = getattr(module, "DEFAULT_PRESET", None)
-        doc = (getattr(module, cls).__doc__ or "").strip().split("\n")[0]
+        doc = (METHODS.get(method).__doc__ or "").strip().split("\n")[0]
         names = [f"`{p}`" + (" (default)" if p == default else "") for p in presets] or ["-"]
         method_rows.append([f"`{method}`", ", ".join(names), doc])
     out += ["## Methods\n", "`--method NAME` takes a method (its default preset) or a preset.\n",
@@ -73,11 +73,11 @@ def presets_page() -> str:
 
 
 def faithful_page() -> str:
-    from tailgan.methods import _MODULES
+    from tailgan.methods import METHODS, method_module
 
     rows = []
-    for method, (module_name, _) in _MODULES.items():
-        table = getattr(importlib.import_module(module_name), "FAITHFUL", {}) or {}
+    for method in METHODS:
+        table = getattr(method_module(method), "FAITHFUL", {}) or {}
         for preset, overrides in table.items():
             rows.append([f"`{preset}`", f"`{method}`", ", ".join(f"`{k}={v}`" for k, v in _flat(overrides).items())])
     return "\n".join([
@@ -108,7 +108,11 @@ def strategies_page() -> str:
     groups = [
         ("Classical", s.CLASSICAL_STRATEGIES, "`--strategies all` in `tailgan bench classify` means these."),
         ("Synthetic images", s.SYNTHETIC_STRATEGIES,
-         "Combine with any of " + ", ".join(f"`{c}`" for c in s.COMBINABLE) + " as `gan+S` / `folder+S`."),
+         "Combine with any of " + ", ".join(f"`{c}`" for c in s.COMBINABLE) + " as `gan+S` / `folder+S` / `m2m+S`."),
+        ("Batch mixing", s.MIXES, "Modifiers before any of the strategies above: `cmo+balanced-softmax`, `mixup+la`."),
+        ("Second stage on the backbone's features", s.DECOUPLED + s.FEATURE_GENERATORS,
+         "Modifiers: `crt+S` re-trains the head of the `S` backbone (`crt` alone: on `vanilla`); with "
+         "`gan+`/`folder+`/`m2m+` the synthetic images' features feed the head (`crt+gan+la`)."),
         ("Joint (translator + classifier)", s.JOINT_STRATEGIES, "See [joint generation](../guide/joint.md)."),
         ("Transfer (DFG's rows)", s.TRANSFER_STRATEGIES, "See [DFG](../guide/dfg.md)."),
     ]
@@ -182,13 +186,13 @@ def _fields(cls, prefix: str) -> list[list]:
 
 def config_page() -> str:
     from tailgan.engine.config import TrainConfig
-    from tailgan.methods import _MODULES, get_method
+    from tailgan.methods import METHODS, get_method
 
     out = ["# Config keys\n",
            "Every field is a `key=value` argument of `tailgan train` (and a key of `config.yaml`); values out of "
            "range are refused with the key named. Generated from the dataclasses at build time.\n",
            "## tailgan train\n", _table(["key", "type", "default", "range"], _fields(TrainConfig, ""))]
-    for method in _MODULES:
+    for method in METHODS:
         options = get_method(method).Options
         if options is not None:
             out += [f"## options of `{method}`\n", _table(["key", "type", "default", "range"],

@@ -9,7 +9,6 @@ from tailgan.lazy import lazy_names
 
 if TYPE_CHECKING:  # imported on first use (tailgan.lazy): `tailgan classify --help` needs no torch
     from tailgan.classify.config import ClassifyConfig
-    from tailgan.classify.metrics import classification_metrics
     from tailgan.classify.parts import LOSSES, RULES, SAMPLERS
     from tailgan.classify.runconfig import ClassifyRunConfig, make_classify_config, reproduce_command
     from tailgan.classify.strategies import (
@@ -24,9 +23,11 @@ if TYPE_CHECKING:  # imported on first use (tailgan.lazy): `tailgan classify --h
         synthetic_counts,
         threshold_shift,
     )
-    from tailgan.classify.synthetic import SOURCES, check_recognition, filter_synthetic, recognition_rates
+    from tailgan.classify.synthetic import SOURCES
     from tailgan.classify.train import TRAINERS, train_and_score, train_reference
     from tailgan.data.splits import split_validation
+    from tailgan.scores import classification_metrics
+    from tailgan.synthesis.images import check_recognition, filter_synthetic, recognition_rates
 
 __all__ = [
     "CLASSICAL_STRATEGIES",

@@ -1,71 +1,31 @@
-"""Several seeds of one strategy (``tailgan classify``) or of many (``tailgan bench classify``); reports.
+"""Several seeds of one strategy (``tailgan classify``) or of many (``tailgan bench classify``), and the checks
+that let a bench output be resumed or merged into.
 
-Summaries give mean and sample standard deviation (ddof = 1) over seeds, the form of the seeds' tables.
+The files they write (summaries over seeds, ``metrics.json``, the bench table) live in
+``tailgan.report.classify_tables``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from tailgan.classify.config import BEFORE_FIELD, SYNTHETIC_FIELDS, ClassifyConfig, validated
-from tailgan.classify.metrics import plot_confusion_matrix, plot_recall_bars
 from tailgan.classify.runconfig import ClassifyRunConfig, reproduce_command, write_config
 from tailgan.classify.strategies import Strategy, parse_strategy
 from tailgan.classify.train import train_and_score
 from tailgan.data import LongTailedData
 from tailgan.errors import TailganError
-from tailgan.io import atomic_write_json, atomic_write_text
 from tailgan.nets.classifier_io import save_classifier
-from tailgan.version import cpu_model
-
-SUMMARY_METRICS = ("acsa", "macro_f1", "accuracy", "auc_ovr_macro", "tail_recall", "minority_f1")
-TABLE_COLUMNS = (
-    ("acsa", "ACSA"),
-    ("macro_f1", "macro-F1"),
-    ("accuracy", "acc"),
-    ("auc_ovr_macro", "AUC"),
-    ("tail_recall", "tail-3 recall"),
-    ("minority_f1", "minority F1"),
-)
-
-
-def machine_info() -> dict:
-    """CPU, core count and library versions, for benchmark reports."""
-    return {
-        "cpu": cpu_model(),
-        "nproc": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def mean_std(values: Sequence[float | None]) -> dict | None:
-    """Mean and sample std (ddof=1; 0 for one value) of the non-None values; None if there are none."""
-    v = np.array([x for x in values if x is not None], dtype=np.float64)
-    if len(v) == 0:
-        return None
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}
-
-
-def summarize(runs: list[dict]) -> dict:
-    """Per-metric mean/std over seed runs, mean per-class recall and F1, and the summed confusion matrix."""
-    summary = {m: mean_std([r.get(m) for r in runs]) for m in SUMMARY_METRICS if any(m in r for r in runs)}
-    summary["recall_per_class"] = np.mean([r["recall_per_class"] for r in runs], axis=0).tolist()
-    summary["f1_per_class"] = np.mean([r["f1_per_class"] for r in runs], axis=0).tolist()
-    summary["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist()
-    return summary
+from tailgan.report import classify_tables
+from tailgan.report.classify_tables import machine_info, summarize
 
 
 def _progress(r: dict) -> str:
@@ -89,12 +49,13 @@ def classify_seeds(
     log: Callable[[str], None] = print,
     save_models: str | Path | None = None,
     references: dict | None = None,
+    backbones: dict | None = None,
     done: Sequence[dict] = (),
     on_seed: Callable[[dict], None] | None = None,
 ) -> dict:
     """Run ``train_and_score`` for each seed; returns {"strategy", "runs", "summary"}. ``save_models``: a
     folder to keep each seed's selected classifier in (``seed<N>/classifier.pt``, what ``tailgan explain``
-    reads). ``references``: see :func:`train_and_score` (reference classifiers kept across calls). ``done``:
+    reads). ``references``, ``backbones``: see :func:`train_and_score` (kept across calls). ``done``:
     runs of seeds finished earlier (``--resume``), not trained again; ``on_seed(partial)`` gets the result
     so far after each seed, so an interrupted run loses at most the seed in progress."""
     strategy = strategy if isinstance(strategy, Strategy) else parse_strategy(strategy, beta=config.beta)
@@ -115,7 +76,7 @@ def classify_seeds(
 
         r = train_and_score(
             data, strategy, seed, config, generator=generator, synthetic_dir=synthetic_dir, device=device, log=log,
-            keep_model=keep, references=references,
+            keep_model=keep, references=references, backbones=backbones,
         )  # fmt: skip
         log(
             f"{strategy.name:>14s} seed {seed}: ACSA {r['acsa']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
@@ -127,147 +88,8 @@ def classify_seeds(
     return {"strategy": runs[0]["strategy"], "runs": runs, "summary": summarize(runs)}
 
 
-def dataset_info(data: LongTailedData) -> dict:
-    m = data.manifest
-    return {
-        "preset": data.config.preset,
-        "source": data.config.source,
-        "classes": list(data.classes),
-        "train_counts": data.train.counts(),
-        "test_counts": data.test.counts(),
-        "fingerprint": m.get("fingerprint"),
-        "image_shape": list(data.train.images.shape[1:]),
-    }
-
-
-def write_classify_report(
-    result: dict, data: LongTailedData, out: str | Path, extra: dict | None = None, plot: bool = True
-) -> Path:
-    """OUT/metrics.json (every seed and the summary) and OUT/confusion.png (summed over seeds; ``plot``)."""
-    out = Path(out)
-    doc = {"data": dataset_info(data), **(extra or {}), **result}
-    atomic_write_json(out / "metrics.json", doc)
-    if not plot:
-        return out / "metrics.json"
-    n = len(result["runs"])
-    plot_confusion_matrix(
-        result["summary"]["confusion_matrix"],
-        data.classes,
-        out / "confusion.png",
-        title=f"{result['strategy']} on {data.config.preset or data.config.source} (test, {n} seed(s))",
-    )
-    return out / "metrics.json"
-
-
-def _fmt(stat: dict | None) -> str:
-    return "n/a" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
-
-
-def markdown_table(results: list[dict]) -> str:
-    """The seeds' table form: one row per strategy, mean ± std over seeds for each metric."""
-    cols = [(k, name) for k, name in TABLE_COLUMNS if any(r["summary"].get(k) for r in results)]
-    lines = [
-        "| strategy | " + " | ".join(name for _, name in cols) + " |",
-        "| --- | " + " | ".join("---" for _ in cols) + " |",
-    ]
-    for r in results:
-        lines.append(f"| {r['strategy']} | " + " | ".join(_fmt(r["summary"].get(k)) for k, _ in cols) + " |")
-    return "\n".join(lines)
-
-
-def winners(results: list[dict], classes: Sequence[str], tail: Sequence[int]) -> str:
-    """Sentences naming the best strategy on mean ACSA and on mean recall of the ``tail`` classes, and,
-    when there are generative rows (``"generative": True``), how the best of them compares with the
-    best classical strategy."""
-
-    def ranked(rows: list[dict], key: str) -> list[dict]:
-        return sorted(rows, key=lambda r: -r["summary"][key]["mean"])
-
-    def diff(a: dict, b: dict, key: str) -> str:
-        return f"{a['summary'][key]['mean'] - b['summary'][key]['mean']:+.4f}"
-
-    a = ranked(results, "acsa")
-    t = ranked(results, "tail_recall")
-    names = ", ".join(classes[c] for c in tail)
-    text = f"Best ACSA: {a[0]['strategy']} ({_fmt(a[0]['summary']['acsa'])})"
-    if len(a) > 1:
-        text += f", {diff(a[0], a[1], 'acsa')} over the next, {a[1]['strategy']}"
-    text += (
-        f". Best mean recall on the rarest {len(tail)} classes ({names}): {t[0]['strategy']} "
-        f"({_fmt(t[0]['summary']['tail_recall'])})"
-    )
-    if len(t) > 1:
-        text += f", {diff(t[0], t[1], 'tail_recall')} over the next, {t[1]['strategy']}"
-    text += "."
-    gen = [r for r in results if r.get("generative")]
-    classical = [r for r in results if not r.get("generative")]
-    if gen and classical:
-        g, c = ranked(gen, "acsa")[0], ranked(classical, "acsa")[0]
-        gt, ct = ranked(gen, "tail_recall")[0], ranked(classical, "tail_recall")[0]
-        text += (
-            f" Generative augmentation: the best generative row ({g['strategy']}) is {diff(g, c, 'acsa')} ACSA "
-            f"against the best classical one ({c['strategy']}); on the rarest classes' recall the best "
-            f"generative row ({gt['strategy']}) is {diff(gt, ct, 'tail_recall')} against {ct['strategy']}."
-        )
-    return text
-
-
-def protocol_lines(results: list[dict]) -> list[str]:
-    """One line per synthetic-data protocol of the generative rows (read from their runs' configs): a merged
-    table's rows may have been trained under different protocols, and classical rows read none of it."""
-    groups: dict[str, list[str]] = {}
-    for r in results:
-        config = (r.get("runs") or [{}])[0].get("config")
-        if r.get("generative") and config:
-            key = ", ".join(f"{k}={config[k]}" for k in SYNTHETIC_FIELDS if k in config)
-            groups.setdefault(key, []).append(r["strategy"])
-    return [f"- synthetic-data protocol of {', '.join(names)}: {key}" for key, names in groups.items()]
-
-
-def write_bench_report(
-    results: list[dict],
-    data: LongTailedData,
-    out: str | Path,
-    header: dict,
-    notes: Sequence[str] = (),
-    stem: str = "bench",
-) -> tuple[Path, Path]:
-    """OUT/<stem>.json, OUT/<stem>.md (table + winners) and OUT/<stem>_recall.png (per-class recall)."""
-    out = Path(out)
-    sentence = winners(results, data.classes, results[0]["runs"][0]["tail_classes"]) if results else ""
-    doc = {
-        **header,
-        "data": dataset_info(data),
-        "winners": sentence,
-        "notes": list(notes),
-        "results": results,
-    }
-    atomic_write_json(out / f"{stem}.json", doc)
-    md = [f"# Classifiers on {data.config.preset or data.config.source}", ""]
-    md += [f"- {k}: {v}" for k, v in header.items() if not isinstance(v, dict)]
-    for k, v in header.items():
-        if isinstance(v, dict):
-            if k == "config":  # the protocol is the generative rows' own: listed below, row by row
-                v = {a: b for a, b in v.items() if a not in SYNTHETIC_FIELDS}
-            md.append(f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
-    md += protocol_lines(results)
-    md += [f"- training counts: {data.train.counts()}; test counts: {data.test.counts()}"]
-    md += ["", markdown_table(results), "", sentence, ""]
-    md += [f"- {n}" for n in notes]
-    md += ["", "Per-class test recall (mean over seeds):", ""]
-    md.append("| strategy | " + " | ".join(data.classes) + " |")
-    md.append("| --- | " + " | ".join("---" for _ in data.classes) + " |")
-    for r in results:
-        recall = " | ".join(f"{x:.3f}" for x in r["summary"]["recall_per_class"])
-        md.append(f"| {r['strategy']} | {recall} |")
-    atomic_write_text(out / f"{stem}.md", "\n".join(md) + "\n")
-    plot_recall_bars(
-        {r["strategy"]: r["summary"]["recall_per_class"] for r in results},
-        data.classes,
-        out / f"{stem}_recall.png",
-        title=f"per-class test recall, {data.config.preset or data.config.source}",
-    )
-    return out / f"{stem}.json", out / f"{stem}.md"
+# the report writer for classifier rows: the generative rows' synthetic-data protocol is the config's SYNTHETIC_FIELDS
+write_bench_report = functools.partial(classify_tables.write_bench_report, protocol_fields=SYNTHETIC_FIELDS)
 
 
 def config_differences(old: dict | None, config: ClassifyConfig) -> list[str]:
@@ -353,9 +175,10 @@ def shared_split(config: ClassifyConfig, generators: dict[str, Any]) -> tuple[Cl
 
 
 def _bench_jobs(strategies: Sequence[str], generators: dict[str, Any], gan_strategies: Sequence[str]) -> list:
-    """(row label, strategy, generator) of every row: the strategies, then one row per generator x gan strategy."""
+    """(row label, strategy, generator) of every row: the strategies, then one row per generator x gan strategy,
+    labelled by the strategy with its ``gan`` token replaced by the generator's label (``crt+gan:bagan-gp+la``)."""
     return [(s, s, None) for s in strategies] + [
-        (label if gs == "gan" else f"{label}+{gs.removeprefix('gan+')}", gs, g)
+        ("+".join(label if token == "gan" else token for token in gs.split("+")), gs, g)
         for label, g in generators.items()
         for gs in gan_strategies
     ]
@@ -371,6 +194,24 @@ def _kept_rows(previous: dict, jobs: list, n_seeds: int, resume: bool, header: d
     partial = {r["strategy"]: r["runs"] for r in previous["results"] if len(r["runs"]) < n_seeds}
     results = [r for r in previous["results"] if r["strategy"] not in partial]
     return results, partial, [j for j in jobs if j[0] not in {r["strategy"] for r in results}]
+
+
+def _start_report(
+    out: str | Path,
+    seeds: list[int],
+    config: ClassifyConfig,
+    split_note: str,
+    header: dict | None,
+    run_config: ClassifyRunConfig | None,
+) -> dict:
+    """The report's header (seeds, settings, machine, the caller's entries, the validation split and the reproduce
+    command of ``run_config``), with ``run_config`` written to OUT/config.yaml."""
+    header = {"seeds": seeds, "config": asdict(config), "machine": machine_info(), **(header or {}),
+              "validation_split": split_note}  # fmt: skip
+    if run_config is not None:
+        header["reproduce"] = reproduce_command(run_config)
+        write_config(run_config, out)
+    return header
 
 
 def run_bench(
@@ -392,21 +233,20 @@ def run_bench(
     references: dict | None = None,
     resume: bool = False,
     run_config: ClassifyRunConfig | None = None,
+    backbones: dict | None = None,
 ) -> list[dict]:
     """Every strategy x seed; the report is rewritten after each seed, so a long run shows progress.
 
     ``generators`` maps a label (e.g. "gan:ecogan") to a loaded generator: one row (``"generative": True``) per
     ``gan_strategies`` entry (``gan`` as LABEL, ``gan+la`` as "LABEL+la"). ``previous``: an earlier report of the
     same seeds, settings and data whose rows are kept unless re-run (``resume``: this output's own, unfinished).
-    Reference classifiers are trained once per seed (kept in ``references``); ``run_config``: the run's config.
+    Reference classifiers and second stages' backbones are trained once per seed (kept in ``references``,
+    ``backbones``); ``run_config``: the run's config.
     """
     references, seeds, generators = {} if references is None else references, list(seeds), generators or {}
+    backbones = {} if backbones is None else backbones
     config, split_note = shared_split(validated(config), generators)
-    header = {"seeds": seeds, "config": asdict(config), "machine": machine_info(), **(header or {}),
-              "validation_split": split_note}  # fmt: skip
-    if run_config is not None:
-        header["reproduce"] = reproduce_command(run_config)
-        write_config(run_config, out)
+    header = _start_report(out, seeds, config, split_note, header, run_config)
     jobs, results, partial = _bench_jobs(strategies, generators, gan_strategies), [], {}
     if previous is not None:
         _check_previous(previous, seeds, config, data, [strategy for _, strategy, _ in jobs])
@@ -423,7 +263,7 @@ def run_bench(
         row = {"generative": strategy.generative}
         r = classify_seeds(
             data, strategy, seeds, config, generator=gen, synthetic_dir=synthetic_dir, device=device, log=log,
-            references=references, done=partial.get(label, ()),
+            references=references, backbones=backbones, done=partial.get(label, ()),
             on_seed=lambda p, label=label, row=row: write([*results, {**p, "strategy": label, **row}]),
         )  # fmt: skip
         results.append({**r, "strategy": label, **row})

@@ -9,12 +9,18 @@ A strategy is a combination of three independent parts:
   by the priors to a power tau chosen on the validation split (post-hoc logit adjustment).
 
 Names (``parse_strategy``): vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl, cbl-sigmoid,
-cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, la, la-posthoc, balanced-softmax, ce-drw, gan,
-folder. ``gan+S`` / ``folder+S`` combine synthetic images with any loss or prediction strategy S
-(``gan+la``, ``gan+cbl:0.99``, ``gan+ts``; ``gan`` alone is ``gan+vanilla``). ``cyclegan-aug`` and
-``cyclegan-alt`` (binary tasks) train the classifier jointly with a CycleGAN between the two classes,
-``stargan-aug`` / ``stargan-alt`` (K classes) with one translator into the tail classes
-(``tailgan.classify.joint``).
+cbl-focal (``cbl:0.99`` sets beta), focal, ldam-drw, la, la-posthoc, balanced-softmax, ce-drw. Modifiers
+joined by ``+`` before any loss or prediction strategy S, at most one of each kind (alone: on ``vanilla``):
+- synthetic images: ``gan+S`` / ``folder+S`` (``gan+la``, ``gan+cbl:0.99``; ``gan`` is ``gan+vanilla``), ``m2m+S``
+  (head images translated into tail classes by the reference classifier's gradient, Kim et al. 2020);
+- batch mixing: ``mixup+S``, ``cutmix+S``, ``cmo+S`` (``cmo+balanced-softmax``);
+- a second stage on the trained backbone's features (``tailgan.classify.decoupled``): ``crt+S``,
+  ``tau-norm+S``, ``lws+S`` (Kang et al.), ``feat-calibrate+S``, ``feat-diffusion+S`` (the head re-trained on
+  real + generated features); with ``gan+``/``folder+`` the synthetic images feed the head, not the backbone.
+
+``cyclegan-aug`` and ``cyclegan-alt`` (binary tasks) train the classifier jointly with a CycleGAN between the two
+classes, ``stargan-aug`` / ``stargan-alt`` (K classes) with one translator into the tail classes
+(``tailgan.baselines.joint``).
 """
 
 from __future__ import annotations
@@ -35,24 +41,34 @@ from tailgan.errors import TailganError
 
 # the classical strategies (tailgan.classify.parts: CLASSICAL and every registered loss); "all" means these
 CLASSICAL_STRATEGIES = tuple(classical_parts())
-SYNTHETIC_STRATEGIES = ("gan", "folder")
+SYNTHETIC_STRATEGIES = ("gan", "folder", "m2m")
 # a classifier trained with a translator: a CycleGAN between two classes (binary tasks) or a StarGAN-style
 # translator into the tail classes (K classes)
 JOINT_STRATEGIES = ("cyclegan-aug", "cyclegan-alt", "stargan-aug", "stargan-alt")
-# transfer from a network pre-trained on a source set (DFG's rows; tailgan.classify.transfer)
+# transfer from a network pre-trained on a source set (DFG's rows; tailgan.baselines.transfer)
 TRANSFER_STRATEGIES = ("original", "finetune", "delta", "dfg")
-STRATEGIES = CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES + TRANSFER_STRATEGIES
 # what synthetic images can be combined with: losses and prediction rules, not resamplers (the synthetic
 # images already rebalance the classes, and a resampler would duplicate or drop them blindly)
 COMBINABLE = tuple(name for name, parts in classical_parts().items() if parts.sampler == "none")
+# batch mixing (tailgan.data.transforms): mixup and cutmix within a batch, CMO with a minority-sampled second batch
+MIXES = ("mixup", "cutmix", "cmo")
+# a second stage on the trained backbone's features (tailgan.classify.decoupled): the linear head re-trained on
+# class-balanced batches (crt), its weights normalised (tau-norm) or scaled per class (lws), or re-trained on real
+# + generated features (feat-calibrate, feat-diffusion)
+DECOUPLED = ("crt", "tau-norm", "lws")
+FEATURE_GENERATORS = ("feat-calibrate", "feat-diffusion")
+# modifiers a strategy name puts before its loss or prediction strategy, one of each kind at most
+MODIFIERS = {"synthetic": SYNTHETIC_STRATEGIES, "mix": MIXES, "stage": DECOUPLED + FEATURE_GENERATORS}
+STRATEGIES = (CLASSICAL_STRATEGIES + SYNTHETIC_STRATEGIES + MIXES + DECOUPLED + FEATURE_GENERATORS + JOINT_STRATEGIES
+              + TRANSFER_STRATEGIES)  # fmt: skip
 
 
 def _combinable() -> tuple[str, ...]:  # as COMBINABLE, with losses registered after import
     return tuple(name for name, parts in classical_parts().items() if parts.sampler == "none")
 
 
-def _known() -> tuple[str, ...]:  # as STRATEGIES, with losses registered after import
-    return tuple(classical_parts()) + SYNTHETIC_STRATEGIES + JOINT_STRATEGIES + TRANSFER_STRATEGIES
+def _known() -> tuple[str, ...]:  # as STRATEGIES without modifiers, with losses registered after import
+    return tuple(classical_parts()) + JOINT_STRATEGIES + TRANSFER_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -75,12 +91,22 @@ class Strategy:
     adjust: str = "none"
     synthetic: str | None = None
     joint: str | None = None
-    transfer: bool = False  # original / finetune / delta / dfg (tailgan.classify.transfer)
+    transfer: bool = False  # original / finetune / delta / dfg (tailgan.baselines.transfer)
+    mix: str = "none"  # batch mixing: none, mixup, cutmix, cmo
+    stage: str = "none"  # second stage on the backbone's features: none, crt, tau-norm, lws, feat-*
+
+    @property
+    def backbone(self) -> Strategy:
+        """The strategy that trains the network a second stage starts from: real images only (synthetic ones
+        feed the second stage), the name without the stage and the source."""
+        name = "+".join(t for t in self.name.split("+") if t not in (self.stage, self.synthetic)) or "vanilla"
+        return Strategy(name, self.sampler, self.loss, self.cb_loss_type, self.beta, self.adjust,
+                        None, mix=self.mix)  # fmt: skip
 
     @property
     def generative(self) -> bool:
         """Whether generated images (synthetic or translated) take part: the table's generative rows."""
-        return self.synthetic is not None or self.joint is not None
+        return self.synthetic is not None or self.joint is not None or self.stage in FEATURE_GENERATORS
 
     @property
     def threshold_shift(self) -> bool:
@@ -93,6 +119,21 @@ class Strategy:
         return "sigmoid" if self.loss == "cbl" and self.cb_loss_type != "softmax" else "softmax"
 
 
+def _modifiers(name: str, tokens: list[str]) -> dict[str, str]:
+    """The modifier prefixes of a strategy name (at most one of each kind) -> {kind: name}."""
+    found: dict[str, str] = {}
+    for token in tokens:
+        kind = next((k for k, names in MODIFIERS.items() if token in names), None)
+        if kind is None or kind in found:
+            raise TailganError(
+                f"strategy {name!r}: {token!r} is not a modifier or appears twice; a name is modifiers "
+                f"({', '.join(n for names in MODIFIERS.values() for n in names)}) joined by '+' before one "
+                f"loss or prediction strategy ({', '.join(_combinable())}), e.g. gan+la, cmo+balanced-softmax, crt"
+            )
+        found[kind] = token
+    return found
+
+
 def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     """Parse a strategy name (see the module docstring); ``beta`` is the CB beta unless the name gives one."""
     full = name.strip().lower()
@@ -100,25 +141,16 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
         return Strategy(name=full, joint=full)
     if full in TRANSFER_STRATEGIES:
         return Strategy(name=full, transfer=True)
-    synthetic = None
-    head, plus, rest = full.partition("+")
-    if head in SYNTHETIC_STRATEGIES:
-        synthetic = head
-        if plus:
-            if rest.partition(":")[0] not in _combinable():
-                raise TailganError(
-                    f"strategy {name!r}: {head} combines with a loss or prediction strategy "
-                    f"({', '.join(_combinable())}), e.g. {head}+la"
-                )
-            full_rest = rest
-        else:
-            full_rest = "vanilla"
-    else:
-        full_rest = full
-    base, _, suffix = full_rest.partition(":")
-    if base not in _known() or base in SYNTHETIC_STRATEGIES and synthetic is not None:
+    tokens = [full] if full in classical_parts() else full.split("+")  # us+cs, os+cs: names of their own
+    modifier_names = {n for names in MODIFIERS.values() for n in names}
+    # the last token is the base strategy unless it is a modifier itself (``gan``, ``crt``: on vanilla)
+    rest = "vanilla" if tokens[-1].partition(":")[0] in modifier_names else tokens.pop()
+    mods = _modifiers(name, tokens)
+    base, _, suffix = rest.partition(":")
+    if base not in _known() or (mods and base not in _combinable()):
         raise TailganError(
-            f"unknown strategy {name!r}; use one of {', '.join(_known())} or gan+S / folder+S (e.g. gan+la)"
+            f"unknown strategy {name!r}; use one of {', '.join(_known())}, or modifiers joined by '+' before a "
+            f"loss or prediction strategy ({', '.join(_combinable())}), e.g. gan+la, cmo+la, crt+balanced-softmax"
         )
     if suffix:
         if classical_parts().get(base, Parts()).loss != "cbl":
@@ -131,8 +163,8 @@ def parse_strategy(name: str, beta: float | None = None) -> Strategy:
     if not 0.0 <= beta < 1.0:
         raise TailganError(f"strategy {name!r}: beta={beta} must be in [0, 1) (the paper uses 0.9 ... 0.9999)")
     p = classical_parts().get(base, Parts())
-    synthetic = synthetic or (base if base in SYNTHETIC_STRATEGIES else None)
-    return Strategy(full, p.sampler, p.loss, p.cb_loss_type, beta, p.adjust, synthetic)
+    return Strategy(full, p.sampler, p.loss, p.cb_loss_type, beta, p.adjust, mods.get("synthetic"),
+                    mix=mods.get("mix", "none"), stage=mods.get("stage", "none"))  # fmt: skip
 
 
 def expand_strategies(spec: str) -> list[str]:

@@ -29,29 +29,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from tailgan.classify.config import SYNTHETIC_FIELDS, ClassifyConfig, validated
-from tailgan.classify.joint import train_joint
-from tailgan.classify.metrics import score_test_set, tail_classes  # noqa: F401  (tail_classes: re-exported)
+from tailgan.baselines.joint import train_joint
+from tailgan.baselines.transfer import TransferConfig, fit_transfer, resolve_source, source_meta
+from tailgan.classify.config import SECOND_STAGE_FIELDS, SYNTHETIC_FIELDS, ClassifyConfig, validated
+from tailgan.classify.decoupled import STAGES, HeadTask
 from tailgan.classify.parts import LOSSES, RULES, SAMPLERS
 from tailgan.classify.strategies import Strategy, parse_strategy, prior_adjust
-from tailgan.classify.synthetic import (
-    SOURCES,
-    check_recognition,
-    filter_synthetic,
-    generate_synthetic,
-    recognition_rates,
-)
-from tailgan.classify.transfer import TransferConfig, fit_transfer, resolve_source, source_meta
+from tailgan.classify.synthetic import SOURCES
 from tailgan.data import BatchStream, ImageSet, LongTailedData, to_float
 from tailgan.data.splits import carve_validation, split_validation
-from tailgan.data.transforms import BatchAugment, flips_by_default
-from tailgan.engine.fit import eval_steps, fit, logits_loss
+from tailgan.data.transforms import BatchAugment, cmo, cutmix, flips_by_default, mixed_loss, mixup
+from tailgan.engine.fit import eval_steps, fit, warmup_cosine
 from tailgan.errors import TailganError
 from tailgan.nets.classifiers import build_classifier, init_prior_bias
 from tailgan.nets.inference import predict
 from tailgan.nets.precision import compile_decision
 from tailgan.registry import Registry
-from tailgan.scores import balanced_accuracy
+from tailgan.scores import balanced_accuracy, score_test_set, tail_classes  # noqa: F401  (tail_classes: re-exported)
+from tailgan.synthesis.images import check_recognition, filter_synthetic, generate_synthetic, recognition_rates
 
 __all__ = [
     "TRAINERS",
@@ -91,7 +86,7 @@ def build_training_set(
     images, labels = real.images, real.labels
     info: dict = {"real_counts": real.counts()}
     if strategy.synthetic is not None:
-        syn_x, syn_y, record = SOURCES.get(strategy.synthetic)(real, cfg, seed, generator, synthetic_dir)
+        syn_x, syn_y, record = SOURCES.get(strategy.synthetic)(real, cfg, seed, generator, synthetic_dir, reference)
         info.update(record)
         syn_x, syn_y = _judged(syn_x, syn_y, real, strategy, cfg, seed, generator, reference, info, log)
         info["synthetic_counts"] = torch.bincount(syn_y, minlength=real.num_classes).tolist()
@@ -192,7 +187,7 @@ class Scorer(nn.Module):
     """A trained model as a classifier of float images: log of its (prior-adjusted) class probabilities.
 
     Its outputs are logits in the usual sense (softmax gives the probabilities the strategy predicts
-    with), so it can be handed to :func:`tailgan.classify.synthetic.filter_synthetic`.
+    with), so it can be handed to :func:`tailgan.synthesis.images.filter_synthetic`.
     """
 
     def __init__(self, model: nn.Module, loss: StrategyLoss, priors: torch.Tensor | None = None, tau: float = 0.0):
@@ -253,13 +248,6 @@ def _optimizer(
     raise TailganError(f"optimizer {cfg.optimizer!r} is unknown; use sgd or adam")
 
 
-def _lr_factor(step: int, total: int, warmup: float) -> float:
-    warm = int(warmup * total)
-    if step < warm:
-        return (step + 1) / warm
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
 def _best_tau(
     probs: torch.Tensor, labels: torch.Tensor, priors: torch.Tensor | None, taus: Sequence[float]
 ) -> tuple[float, float | None]:
@@ -306,12 +294,14 @@ def train_classifier(
     head_only: bool = False,
     lr: float | None = None,
     precision: str | None = None,
+    synthetic: torch.Tensor | None = None,
 ) -> tuple[nn.Module, StrategyLoss, dict]:
     """Train on uint8 ``images``/``labels`` for ``steps`` (:func:`tailgan.engine.fit.fit`), keeping the state with
     the best validation ACSA. ``priors`` (C,) are divided out at prediction to the power tau, the best of ``taus``
     on validation (``(1.0,)``: TS). ``counts``: what the loss corrects for (default: ``labels``'); ``sample_weights``
     (N,): per-image loss weights; ``model``: fine-tune a copy of it, kept unless a fine-tuned state beats it on
-    validation (``head_only``: only ``fc`` trains); ``lr``, ``precision``: default ``cfg``'s.
+    validation (``head_only``: only ``fc`` trains); ``lr``, ``precision``: default ``cfg``'s; ``synthetic`` (N,)
+    marks synthetic images (not augmented when ``cfg.augment_synthetic`` is False).
 
     Returns the model (eval mode), the loss (it also gives probabilities) and the record (``tau``: the exponent
     to predict with, None without priors)."""
@@ -322,14 +312,8 @@ def train_classifier(
     if note:
         print(note, flush=True)
     opt = _optimizer(model.to(device), strategy, cfg, cfg.lr if lr is None else lr, head_only)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps, cfg.warmup))
-    stream = BatchStream(labels, min(cfg.batch_size, len(labels)), seed=seed)
-    augment = BatchAugment(cfg.augment, flip=cfg.flip != "off", seed=seed)  # training batches only
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        idx = stream.next()
-        w = None if sample_weights is None else sample_weights[idx].to(device)
-        return augment(to_float(images[idx]).to(device)), labels[idx].to(device), w
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, steps, cfg.warmup))
+    batch = _batches(images, labels, strategy, cfg, seed, device, sample_weights, synthetic)
 
     def evaluate(net: nn.Module) -> dict:
         probs = predict_proba(net, valid.images, loss_fn, None, device, cfg.eval_batch_size)
@@ -337,7 +321,7 @@ def train_classifier(
         return {"valid_acsa": acsa, "tau": tau}
 
     model, record = fit(
-        model, batch, logits_loss(loss_fn), opt, steps, scheduler=sched, device=device,
+        model, batch, _mixing_loss(loss_fn), opt, steps, scheduler=sched, device=device,
         precision=cfg.precision if precision is None else precision, compile=compiled, head="fc" if head_only else None,
         evaluate=evaluate if cfg.select == "valid" else None, eval_at=eval_steps(steps, cfg.evals),
         keep_start=start is not None, name=strategy.name,
@@ -348,6 +332,55 @@ def train_classifier(
     else:  # no validation: a fixed exponent (the first of the grid that is 1, i.e. TS, else the first)
         record.update(valid_acsa=None, tau=None if priors is None else (1.0 if 1.0 in taus else float(taus[0])))
     return model, loss_fn, record
+
+
+def _batches(
+    images: torch.Tensor, labels: torch.Tensor, strategy: Strategy, cfg: ClassifyConfig, seed: int, device: Any,
+    sample_weights: torch.Tensor | None, synthetic: torch.Tensor | None,
+) -> Callable[[int], tuple]:  # fmt: skip
+    """The training batches: drawn, augmented (``cfg.augment``; synthetic images only if ``augment_synthetic``) and
+    mixed (``strategy.mix``: labels then are ``(y_a, y_b, lam)``); validation and test images never come here."""
+    stream = BatchStream(labels, min(cfg.batch_size, len(labels)), seed=seed)
+    augment = BatchAugment(cfg.augment, flip=cfg.flip != "off", seed=seed)
+    as_is = None if synthetic is None or cfg.augment_synthetic else synthetic
+    # CMO's second stream: images drawn with weights 1 / n_c (class-balanced), its boxes pasted into the first
+    minority = BatchStream(labels, min(cfg.batch_size, len(labels)), balanced=True, seed=seed + 1)
+    mixer = torch.Generator().manual_seed(seed + 2)
+
+    def augmented(idx: torch.Tensor) -> torch.Tensor:
+        x = to_float(images[idx]).to(device)
+        if as_is is None:
+            return augment(x)
+        return torch.where(as_is[idx].to(device)[:, None, None, None], x, augment(x))
+
+    def batch(step: int) -> tuple:
+        idx = stream.next()
+        x, y = augmented(idx), labels[idx].to(device)
+        w = None if sample_weights is None else sample_weights[idx].to(device)
+        if strategy.mix == "none":
+            return x, y, w
+        if strategy.mix == "cmo":
+            idx2 = minority.next()[: len(idx)]
+            x, y_a, y_b, lam = cmo(x, y, augmented(idx2), labels[idx2].to(device), mixer, cfg.mix_alpha, cfg.mix_prob)
+        else:
+            x, y_a, y_b, lam = (mixup if strategy.mix == "mixup" else cutmix)(x, y, cfg.mix_alpha, mixer)
+        return x, (y_a, y_b, lam), w
+
+    return batch
+
+
+def _mixing_loss(loss_fn: StrategyLoss) -> Callable[..., torch.Tensor]:
+    """The strategy's loss as the supervised loop calls it; a mixed batch's labels ``(y_a, y_b, lam)`` give
+    ``lam L(y_a) + (1 - lam) L(y_b)`` (the sample weights are those of the instance-sampled images)."""
+
+    def loss(forward: Callable, x: torch.Tensor, y: Any, w: Any, progress: float) -> torch.Tensor:
+        logits = forward(x)
+        if isinstance(y, tuple):
+            y_a, y_b, lam = y
+            return mixed_loss(lambda t: loss_fn(logits, t, progress, w), y_a, y_b, lam)
+        return loss_fn(logits, y, progress, w)
+
+    return loss
 
 
 def resolve_steps(cfg: ClassifyConfig, n_real_train: int) -> int:
@@ -400,6 +433,7 @@ class Run:
     synthetic_dir: str | Path | None = None
     reference: nn.Module | None = None
     references: dict | None = None
+    backbones: dict | None = None  # trained backbones of second stages, shared by rows on the same one
 
 
 @dataclass
@@ -418,6 +452,8 @@ TRAINERS: Registry[Callable[[Run], Trained]] = Registry("trainer")
 
 
 def trainer_kind(strategy: Strategy, cfg: ClassifyConfig) -> str:
+    if strategy.stage != "none":
+        return "decoupled"
     if strategy.transfer:
         return "transfer"
     if strategy.joint is not None:
@@ -445,9 +481,10 @@ def _split(run: Run) -> tuple[ImageSet, ImageSet, dict, int]:
 
 
 def _reference(run: Run, real: ImageSet, valid: ImageSet, split: dict, steps: int) -> nn.Module | None:
-    """The classifier that judges synthetic images (guard, filter), trained once per key in ``run.references``."""
-    cfg = run.cfg
-    if not run.strategy.synthetic or run.reference is not None or not (cfg.guard or cfg.filter is not None):
+    """The classifier that judges synthetic images (guard, filter) and that M2m translates with, trained once per
+    key in ``run.references``."""
+    cfg, source = run.cfg, run.strategy.synthetic
+    if not source or run.reference is not None or not (cfg.guard or cfg.filter is not None or source == "m2m"):
         return run.reference
     key = _reference_key(cfg, real, split, steps, run.seed, run.device)
     reference = (run.references or {}).get(key)
@@ -476,7 +513,7 @@ def _first_stage(run: Run, real: ImageSet, valid: ImageSet, split: dict, steps: 
     priors, taus = _prediction_rule(strat, counts, cfg)
     model, loss_fn, record = train_classifier(
         images, labels, valid, strat, cfg, k, stage_steps, run.seed, run.device, priors, taus=taus, counts=counts,
-        sample_weights=weights,
+        sample_weights=weights, synthetic=synthetic,
     )  # fmt: skip
     return model, loss_fn, priors, record, {**info, "valid_counts": valid.counts(), "valid_split": split}
 
@@ -492,6 +529,8 @@ def _trained(run: Run, model: nn.Module, loss_fn: StrategyLoss, priors: Any, rec
 def _plain(run: Run) -> Trained:
     real, valid, split, steps = _split(run)
     model, loss_fn, priors, record, info = _first_stage(run, real, valid, split, steps, steps)
+    if run.backbones is not None and run.strategy.synthetic is None:  # a second stage may start from this one
+        run.backbones[_backbone_key(run, split, steps)] = (model, record, info)
     return _trained(run, model, loss_fn, priors, record, real, info)
 
 
@@ -522,9 +561,60 @@ def _two_stage(run: Run) -> Trained:
     return _trained(run, model, loss_fn, priors, record, real, info)
 
 
+def _backbone_key(run: Run, split: dict, steps: int) -> str:
+    """What a trained network depends on when a second stage starts from it (a plain row of the same key is it)."""
+    fields = {k: v for k, v in asdict(run.cfg).items() if k not in SECOND_STAGE_FIELDS}
+    return json.dumps([run.strategy.name, run.strategy.beta, fields, split, steps, run.seed, str(run.device)],
+                      sort_keys=True, default=str)  # fmt: skip
+
+
+def _backbone(run: Run, real: ImageSet, valid: ImageSet, split: dict, steps: int) -> tuple[nn.Module, dict, dict]:
+    """The network a second stage starts from (``strategy.backbone`` trained as a plain row of the same budget),
+    trained once per key in ``run.backbones``: (model, record, info)."""
+    back = replace(run, strategy=run.strategy.backbone, generator=None, synthetic_dir=None)
+    key = _backbone_key(back, split, steps)
+    if run.backbones is not None and key in run.backbones:
+        run.log(f"backbone {back.strategy.name} (seed {run.seed}): trained already, re-used")
+        return run.backbones[key]
+    model, _, _, record, info = _first_stage(back, real, valid, split, steps, steps)
+    if run.backbones is not None:
+        run.backbones[key] = (model, record, info)
+    return model, record, info
+
+
+@TRAINERS.register("decoupled")
+def _decoupled(run: Run) -> Trained:
+    """A backbone (the strategy without its stage) -> the penultimate features of the real training and validation
+    parts (and of synthetic images, for gan / folder sources) -> a second stage (``decoupled.STAGES``) -> the
+    backbone with its new head. The step budget is the backbone's; the head's steps are listed beside it."""
+    cfg, strat, bs = run.cfg, run.strategy, run.cfg.eval_batch_size
+    real, valid, split, steps = _split(run)
+    model, record, info = _backbone(run, real, valid, split, steps)
+    body = copy.deepcopy(model)
+    fc, body.fc = body.fc, nn.Identity()
+    features = lambda images: predict(body, images, run.device, bs)  # noqa: E731
+    extra_z = extra_y = None
+    if strat.synthetic:
+        source = Strategy(strat.name, synthetic=strat.synthetic)
+        images, labels, synthetic, syn_info = build_training_set(
+            real, source, cfg, run.seed, run.generator, run.synthetic_dir,
+            _reference(run, real, valid, split, steps), run.log,
+        )  # fmt: skip
+        extra_z, extra_y = features(images[synthetic]), labels[synthetic]
+        info = {**info, **{k: v for k, v in syn_info.items() if k != "train_counts"}}
+    task = HeadTask(fc, features(real.images), real.labels, features(valid.images), valid.labels, cfg, run.seed,
+                    run.device, run.log, extra_z, extra_y)  # fmt: skip
+    head, stage = STAGES.get(strat.stage)(task)
+    body.fc = head.to(run.device)
+    record = {**record, "backbone": strat.backbone.name, "backbone_valid_acsa": record.get("valid_acsa"),
+              "valid_acsa": stage.get("valid_acsa"), "second_stage": {"kind": strat.stage, **stage}}  # fmt: skip
+    probs = lambda images: torch.softmax(predict(body, images, run.device, bs), 1)  # noqa: E731
+    return Trained(probs, body, record, real.counts(), info)
+
+
 @TRAINERS.register("joint")
 def _joint(run: Run) -> Trained:
-    """A translator trained with the classifier (tailgan.classify.joint); predictions: the softmax."""
+    """A translator trained with the classifier (tailgan.baselines.joint); predictions: the softmax."""
     cfg, device, bs = run.cfg, run.device, run.cfg.eval_batch_size
     real, valid, split, steps = _split(run)
 
@@ -534,7 +624,7 @@ def _joint(run: Run) -> Trained:
     model, record = train_joint(
         real, valid, run.strategy.name, cfg, steps, run.seed, run.data, device,
         evaluate=valid_acsa if cfg.select == "valid" else None, eval_at=eval_steps(steps, cfg.evals),
-        lr_factor=_lr_factor, log=run.log,
+        lr_factor=warmup_cosine, log=run.log,
     )  # fmt: skip
     info = {"real_counts": real.counts(), "train_counts": real.counts(), "synthetic": "translated in every batch",
             "valid_counts": valid.counts(), "valid_split": split}  # fmt: skip
@@ -544,7 +634,7 @@ def _joint(run: Run) -> Trained:
 
 @TRAINERS.register("transfer")
 def _transfer(run: Run) -> Trained:
-    """The DFG family's rows (tailgan.classify.transfer), with this config's budget, batch and split."""
+    """The DFG family's rows (tailgan.baselines.transfer), with this config's budget, batch and split."""
     cfg, data, strategy = run.cfg, run.data, run.strategy.name
     if strategy != "original" and not cfg.source:
         raise TailganError(
@@ -578,6 +668,7 @@ def train_and_score(
     synthetic_dir: str | Path | None = None,
     reference: nn.Module | None = None,
     references: dict | None = None,
+    backbones: dict | None = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] = print,
     keep_model: Callable[[nn.Module], None] | None = None,
@@ -592,7 +683,8 @@ def train_and_score(
     or the filter on, a reference classifier is trained on the real training part (or ``reference`` is
     used: a classifier of float images returning logits). ``references`` is a dict that keeps the reference
     classifiers trained here, keyed by everything they depend on, so runs that differ only in the synthetic
-    protocol (filter, weight, amount, fine-tuning) train each one once. Keyword ``overrides`` change fields of
+    protocol (filter, weight, amount, fine-tuning) train each one once; ``backbones`` does the same for the networks
+    second stages (crt, tau-norm, lws, feat-*) start from. Keyword ``overrides`` change fields of
     ``config`` (e.g. ``epochs=5``). Returns a JSON-ready dict with the test metrics (``acsa``,
     ``macro_f1``, ``accuracy``, ``auc_ovr_macro``, per-class ``recall_per_class``/``f1_per_class``,
     ``confusion_matrix``, ``tail_recall``) and the run record (counts, steps, selected step, timings).
@@ -610,7 +702,7 @@ def train_and_score(
     if len(data.test) == 0:
         raise TailganError("the dataset has no test split to score on; use a source with a test split")
     t0 = time.perf_counter()
-    run = Run(data, strat, seed, cfg, device, log, generator, synthetic_dir, reference, references)
+    run = Run(data, strat, seed, cfg, device, log, generator, synthetic_dir, reference, references, backbones)
     trained = TRAINERS.get(trainer_kind(strat, cfg))(run)
     if keep_model is not None and trained.model is not None:
         keep_model(trained.model)

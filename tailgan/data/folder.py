@@ -267,6 +267,22 @@ def export_image_sets(
     return writer.close(list(classes), manifest)
 
 
+AUGMENT_TOOL = "tailgan augment"  # the manifest's "tool" of a folder of real + synthetic images
+
+
+def read_augment_manifest(folder: str | Path) -> dict | None:
+    """The manifest of a folder written by ``tailgan augment`` (the real training images and the synthetic ones,
+    each file flagged ``synthetic``), or None for any other folder."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TailganError(f"{path} is not valid JSON: {e}") from None
+    return manifest if isinstance(manifest, dict) and manifest.get("tool") == AUGMENT_TOOL else None
+
+
 def class_names_file(root: Path, folder_names: list[str]) -> list[str]:
     """Display names from ``root/classes.json`` (written by export) when it matches ``cls0..clsK-1``."""
     path = Path(root) / "classes.json"

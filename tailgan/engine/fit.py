@@ -10,6 +10,7 @@ evaluator's training (``tailgan.metrics.evaluator``); inference is :func:`tailga
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Collection
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from tailgan.errors import TailganError
-from tailgan.nets.precision import resolve_precision
+from tailgan.nets.precision import Precision, resolve_precision
 from tailgan.progress import progress
 
 # loss(forward, x, y, sample_weight, progress): forward(x) gives fp32 logits under the run's precision;
@@ -44,6 +45,57 @@ def _train_mode(model: nn.Module, head: str | None) -> None:
     if head is not None:  # frozen body: no batch-norm statistics updates either
         model.eval()
         model.get_submodule(head).train()
+
+
+def _prepare(
+    model: nn.Module, prec: Precision, compile: bool, head: str | None
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.amp.GradScaler | None]:
+    """Put ``model`` in the precision's form, freeze all but ``head``; returns the training forward (fp32 logits,
+    through ``torch.compile`` when asked) and the gradient scaler fp16 needs (None otherwise)."""
+    prec.module(model)
+    compiled = torch.compile(model) if compile else model
+    scaler = torch.amp.GradScaler(prec.device_type) if prec.needs_scaler else None  # fp16 (auto on some GPUs)
+    if head is not None:
+        _freeze_body(model, head)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with prec.autocast():
+            return compiled(prec.tensor(x)).float()
+
+    return forward, scaler
+
+
+def _update(value: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """One optimiser step on the loss ``value`` (scaled when fp16 needs it)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        value.backward()
+        optimizer.step()
+
+
+class _Selection:
+    """The scores of every evaluation and the state of the best one (ties: the earlier)."""
+
+    def __init__(self, model: nn.Module, evaluate: Callable[[nn.Module], dict] | None, metric: str):
+        self.model, self.evaluate, self.metric = model, evaluate, metric
+        self.scores: dict | None = None
+        self.step = 0
+        self.state: dict | None = None
+        self.history: list[dict] = []
+
+    def score(self, step: int, last_loss: float | None) -> None:
+        scores = self.evaluate(self.model)
+        self.history.append({"step": step, "loss": last_loss, **scores})
+        if self.scores is None or scores[self.metric] > self.scores[self.metric]:
+            self.scores, self.step, self.state = scores, step, copy.deepcopy(self.model.state_dict())
+
+    def load_best(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
 
 
 def fit(
@@ -79,27 +131,10 @@ def fit(
     if steps < 1:
         raise TailganError(f"steps={steps}: train for at least one step")
     prec, _ = resolve_precision(precision, torch.device(device))
-    prec.module(model)
-    compiled = torch.compile(model) if compile else model
-    scaler = torch.amp.GradScaler(prec.device_type) if prec.needs_scaler else None  # fp16 (auto on some GPUs)
-    if head is not None:
-        _freeze_body(model, head)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        with prec.autocast():
-            return compiled(prec.tensor(x)).float()
-
-    best: dict = {"scores": None, "step": 0, "state": None}
-    history: list[dict] = []
-
-    def score(step: int, last_loss: float | None) -> None:
-        scores = evaluate(model)
-        history.append({"step": step, "loss": last_loss, **scores})
-        if best["scores"] is None or scores[metric] > best["scores"][metric]:
-            best.update(scores=scores, step=step, state=copy.deepcopy(model.state_dict()))
-
+    forward, scaler = _prepare(model, prec, compile, head)
+    best = _Selection(model, evaluate, metric)
     if keep_start and evaluate is not None:
-        score(0, None)
+        best.score(0, None)
     first_loss, t0 = None, time.perf_counter()
     bar = progress(steps, name)  # a tqdm bar on a terminal, else a line at least every 30 s
     for step in range(1, steps + 1):
@@ -109,30 +144,31 @@ def fit(
         if not torch.isfinite(value):
             raise TailganError(f"the {name} loss became {value.item()} at step {step}; lower the learning rate (lr)")
         first_loss = value.item() if first_loss is None else first_loss
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(value).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            value.backward()
-            optimizer.step()
+        _update(value, optimizer, scaler)
         if scheduler is not None:
             scheduler.step()
         bar.update(1)
         if on_step is not None:
             on_step(step, value.item())
         if evaluate is not None and step in eval_at:
-            score(step, value.item())
+            best.score(step, value.item())
     bar.close()
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+    best.load_best()
     model.eval()
     seconds = round(time.perf_counter() - t0, 2)
-    record = {"steps": steps, "selected_step": best["step"] if best["state"] is not None else steps,
-              "best": best["scores"], "history": history, "first_loss": first_loss, "train_seconds": seconds,
+    record = {"steps": steps, "selected_step": best.step if best.state is not None else steps,
+              "best": best.scores, "history": best.history, "first_loss": first_loss, "train_seconds": seconds,
               "precision": prec.name, "compiled": compile}  # fmt: skip
     return model, record
+
+
+def warmup_cosine(step: int, total: int, warmup: float) -> float:
+    """The learning-rate factor at ``step`` (0-based) of ``total``: a linear ramp over the first ``warmup`` share
+    of the steps, then a cosine decay to 0 (a ``LambdaLR`` schedule)."""
+    warm = int(warmup * total)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
 def eval_steps(steps: int, evals: int) -> set[int]:

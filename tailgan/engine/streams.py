@@ -21,6 +21,7 @@ class Batches:
         self,
         data: LongTailedData,
         specs: dict[str, StreamSpec],
+        *,
         batch_size: int,
         seed: int,
         device: torch.device,

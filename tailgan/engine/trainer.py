@@ -31,7 +31,7 @@ from tailgan.engine.distributed import any_rank, ranks_in_sync
 from tailgan.engine.streams import Batches
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write, save_checkpoint
-from tailgan.methods.spec import Phase, RunContext
+from tailgan.methods.spec import Phase, RunContext, due
 from tailgan.progress import LineProgress, progress
 
 
@@ -75,16 +75,9 @@ class Trainer:
         if not any(p.main for p in self.phases):
             self.phases[-1].main = True
         self.batches = Batches(
-            data,
-            method.streams(),
-            self.cfg.optim.batch_size,
-            self.cfg.seed,
-            self.ctx.device,
-            method.gen,
-            self.ctx.rank,
-            self.ctx.world_size,
-            method.precision,
-        )
+            data, method.streams(), batch_size=self.cfg.optim.batch_size, seed=self.cfg.seed, device=self.ctx.device,
+            flip_generator=method.gen, rank=self.ctx.rank, world_size=self.ctx.world_size, precision=method.precision,
+        )  # fmt: skip
         self.phase_index, self.phase_step, self.begun = 0, 0, False
         self.best: dict | None = None
         self.stop_signal: int | None = None  # set by stop_on_signals: finish the step, then stop
@@ -146,7 +139,7 @@ class Trainer:
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._count += 1
         log_every = phase.log_every or self.cfg.log_every
-        if self.phase_step % log_every == 0 or last:
+        if due(self.phase_step, log_every, last):
             elapsed = time.perf_counter() - self._t0
             event.record = {
                 "phase": phase.name,
@@ -184,7 +177,7 @@ class Trainer:
     def stopping(self) -> bool:
         """Whether a signal asked to stop (on any rank, so every process stops after the same step). Under DDP
         the ranks agree every 10th step only: the agreement is a host sync, which the step loop otherwise avoids."""
-        if self.ctx.world_size > 1 and self.phase_step % 10 == 0:
+        if self.ctx.world_size > 1 and due(self.phase_step, 10):
             flag = torch.tensor(self.stop_signal or 0, device=self.ctx.device)
             if any_rank(flag, self.ctx.world_size):
                 self.stop_signal = self.stop_signal or int(signal.SIGTERM)
@@ -307,7 +300,7 @@ class DivergenceGuard(Callback):
                 first = self.first_bad[name] = torch.zeros((), dtype=torch.long, device=v.device)
             bad = ~torch.isfinite(v.detach().float())
             self.first_bad[name] = torch.where(bad & (first == 0), torch.full_like(first, event.step), first)
-        if not (event.record or event.last or event.step % self.check_every == 0) or not self.first_bad:
+        if not (event.record or due(event.step, self.check_every, event.last)) or not self.first_bad:
             return
         names = list(self.first_bad)
         steps = torch.stack([self.first_bad[n] for n in names]).cpu()
@@ -333,9 +326,7 @@ class SampleGrid(Callback):
         self.out, self.every, self.max_classes, self.seed = out, every, max_classes, seed
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
-        if not (self.every and event.phase.main and trainer.ctx.is_main):
-            return
-        if event.step % self.every and not event.last:
+        if not (self.every and event.phase.main and trainer.ctx.is_main and due(event.step, self.every, event.last)):
             return
         m = trainer.method
         grid = m.sample_grid(min(m.num_classes, self.max_classes), 8, self.seed)
@@ -356,7 +347,7 @@ class Evaluation(Callback):
         self.evaluate, self.every, self.metric, self.higher, self.out = evaluate, every, metric, higher_is_better, out
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
-        if not (self.every and event.phase.main) or (event.step % self.every and not event.last):
+        if not (self.every and event.phase.main and due(event.step, self.every, event.last)):
             return
         scores = self.evaluate(trainer)
         if not (trainer.ctx.is_main and scores):
@@ -376,7 +367,7 @@ class Checkpoints(Callback):
         self.out, self.every, self.keep = out, every, keep
 
     def at_checkpoint(self, event: StepEvent) -> bool:
-        return event.step % self.every == 0 or event.last
+        return due(event.step, self.every, event.last)
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
         if not self.at_checkpoint(event):
@@ -393,7 +384,7 @@ class SyncCheck(Callback):
         self.every = every
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
-        if trainer.ctx.world_size > 1 and (event.step % self.every == 0 or event.last):
+        if trainer.ctx.world_size > 1 and due(event.step, self.every, event.last):
             event.record = {
                 "step": event.step,
                 "phase": event.phase.name,

@@ -55,7 +55,7 @@ from tailgan.methods.autoencoder import (
     reconstruction_loss,
     refresh_ema,
 )
-from tailgan.methods.base import Batches, Method
+from tailgan.methods.base import AdversarialMethod, DLoss
 from tailgan.nets.autoencoder import ClassGaussianGenerator, ClassifierDiscriminator, Encoder
 from tailgan.nets.dcgan import DCGANDecoder
 
@@ -94,7 +94,7 @@ class BAGANOptions(PretrainOptions):
     cov_jitter: float = 1e-3  # diagonal jitter (x mean variance) for classes with n_c <= latent dims
 
 
-class BAGAN(AutoencoderPretraining, Method):
+class BAGAN(AutoencoderPretraining, AdversarialMethod):
     """BAGAN; see the module docstring. ``nets``: G (:class:`ClassGaussianGenerator`), D (one K+1 head)."""
 
     name = "bagan"
@@ -174,33 +174,28 @@ class BAGAN(AutoencoderPretraining, Method):
         q = rebalance_ratios(counts).to(self.device)
         return torch.multinomial(q, n, replacement=True, generator=self.gen)
 
-    def d_loss(self, out: dict[str, Tensor], n_real: int, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
+    def d_labels(self, real_labels: Tensor) -> tuple[Tensor, ...]:
+        return (self.fake_labels(self.num_fakes(len(real_labels)), self.options.class_ratios_d),)
+
+    def d_loss(self, x_r: Tensor, y_r: Tensor, x_f: Tensor, *labels: Tensor) -> DLoss:
+        # one pass over the concatenated batch, as the original trains D (D has no batch norm)
+        return DLoss(self.heads_d_loss(self.nets["D"](torch.cat([x_r, x_f])), len(y_r), y_r, labels[0]), {})
+
+    def g_labels(self) -> Tensor:
+        b, o = self.cfg.optim.batch_size, self.options
+        return self.fake_labels(b + self.num_fakes(b) if o.fake_batch == "ceil_b_over_k" else b, o.class_ratios_g)
+
+    def g_loss(self, x_f: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.heads_g_loss(self.nets["D"](x_f), labels), {}
+
+    def heads_d_loss(self, out: dict[str, Tensor], n_real: int, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
+        """D's loss on its (K+1)-way head(s) over the concatenated batch (``n_real`` reals first)."""
         logits = out["cls_logits"]
         return bagan_d_loss(logits[:n_real], real_labels, logits[n_real:])
 
-    def g_loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+    def heads_g_loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+        """G's loss on D's head(s) for fakes of ``labels``."""
         return bagan_g_loss(out["cls_logits"], labels)
-
-    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
-        cfg, o, G, D = self.cfg, self.options, self.nets["G"], self.nets["D"]
-        for _ in range(cfg.optim.d_steps):
-            x_r, y_r = batches.next("real")
-            y_f = self.fake_labels(self.num_fakes(len(y_r)), o.class_ratios_d)
-            with torch.no_grad(), self.autocast():
-                x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()
-            with self.autocast():
-                # one pass over the concatenated batch, as the original trains D (D has no batch norm)
-                d_loss = self.d_loss(D(torch.cat([x_r, x_f])), len(y_r), y_r, y_f)
-            self.update("D", d_loss, ["D"])
-
-        D.requires_grad_(False)  # G step: no gradients for D's weights
-        b = cfg.optim.batch_size
-        y = self.fake_labels(b + self.num_fakes(b) if o.fake_batch == "ceil_b_over_k" else b, o.class_ratios_g)
-        with self.autocast():
-            g_loss = self.g_loss(D(G(self.noise(len(y), G.z_dim), y)), y)
-        self.update("G", g_loss, ["G"])
-        D.requires_grad_(True)
-        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
 
 
 PRESETS = {

@@ -41,6 +41,8 @@ with ``options.pretrain=false`` giving ECOGAN's "Pre-trained FALSE" rows.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,7 +51,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tailgan.errors import TailganError
-from tailgan.losses import gradient_penalty
 from tailgan.methods.autoencoder import (
     AutoencoderPretraining,
     PretrainOptions,
@@ -58,7 +59,7 @@ from tailgan.methods.autoencoder import (
     reconstruction_loss,
     refresh_ema,
 )
-from tailgan.methods.base import Batches, Method
+from tailgan.methods.base import AdversarialMethod, Batch, Batches, DLoss
 from tailgan.methods.regularized import Regularized
 from tailgan.nets.autoencoder import Encoder, FlatProjectionDiscriminator
 from tailgan.nets.dcgan import DCGANGenerator
@@ -87,7 +88,7 @@ class BAGANGPOptions(PretrainOptions):
     wrong_labels: Literal["exclude_true", "any"] = "exclude_true"  # "any": the published codes
 
 
-class BAGANGP(AutoencoderPretraining, Regularized, Method):
+class BAGANGP(AutoencoderPretraining, Regularized, AdversarialMethod):
     """BAGAN-GP / EBGAN; see the module docstring. ``nets``: G (:class:`DCGANGenerator`), D (flat projection)."""
 
     name = "bagan-gp"
@@ -144,43 +145,23 @@ class BAGANGP(AutoencoderPretraining, Regularized, Method):
         shift = torch.randint(1, self.num_classes, labels.shape, generator=self.gen, device=self.device)
         return (labels + shift) % self.num_classes  # uniform over the other classes
 
-    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
-        cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
-        logs: dict[str, torch.Tensor] = {}
-        batch = batches.next("real") if self.options.same_real_batch else None
-        for d_step in range(cfg.optim.d_steps):
-            x_r, y_r = batch if batch is not None else batches.next("real")
-            y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
-            y_w = self.wrong_labels(y_r)
-            with torch.no_grad(), self.autocast():
-                x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()
-            with self.autocast():
-                real, fake = D(self.augment(x_r), y_r)["adv"], D(self.augment(x_f), y_f)["adv"]
-                adv = bagan_gp_d_loss(real, fake, D(self.augment(x_r), y_w)["adv"])
-            loss = adv
-            lecam = self.lecam_term(real, fake)
-            if lecam is not None:
-                loss = loss + lecam
-                logs["d_lecam"] = lecam.detach()
-            gp_weight = self.penalty_weight(step, d_step)
-            if gp_weight > 0:
-                critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731 - interpolates: real labels
-                with self.penalty_autocast():
-                    gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
-                loss = loss + gp_weight * gp
-                logs["d_gp"] = gp.detach()
-            self.update("D", loss, ["D"])
-        logs["d_adv"] = adv.detach()
-        logs["d_loss"] = loss.detach()
+    def d_batches(self, batches: Batches) -> Iterator[Batch]:
+        if self.options.same_real_batch:  # Keras: one real batch for all D steps of a G update
+            yield from itertools.repeat(batches.next("real"), self.cfg.optim.d_steps)
+        else:
+            yield from super().d_batches(batches)
 
-        D.requires_grad_(False)  # G step: no gradients for D's weights
-        y = self.uniform_labels(cfg.optim.batch_size)
-        with self.autocast():
-            g_loss = bagan_gp_g_loss(D(self.augment(G(self.noise(len(y), G.z_dim), y)), y)["adv"])
-        self.update("G", g_loss, ["G"])
-        D.requires_grad_(True)
-        logs["g_loss"] = g_loss.detach()
-        return logs
+    def d_labels(self, real_labels: Tensor) -> tuple[Tensor, ...]:
+        return (*super().d_labels(real_labels), self.wrong_labels(real_labels))  # y_f, then y_w
+
+    def d_loss(self, x_r: Tensor, y_r: Tensor, x_f: Tensor, *labels: Tensor) -> DLoss:
+        D, (y_f, y_w) = self.nets["D"], labels
+        real, fake = D(self.augment(x_r), y_r)["adv"], D(self.augment(x_f), y_f)["adv"]
+        adv = bagan_gp_d_loss(real, fake, D(self.augment(x_r), y_w)["adv"])
+        return DLoss(adv, {"d_adv": adv.detach()}, real, fake)
+
+    def g_loss(self, x_f: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return bagan_gp_g_loss(self.nets["D"](self.augment(x_f), labels)["adv"]), {}
 
 
 _COMMON = {

@@ -2,7 +2,8 @@
 
 A method owns any number of networks (``self.nets``) and optimizers (``self.optimizers``), declares its
 streams, phases and output (``tailgan.methods.spec``) and defines the step of each phase; for a GAN the
-one phase ``gan`` runs ``train_step``: one generator update with the discriminator updates before it.
+one phase ``gan`` runs ``train_step``: one generator update with the discriminator updates before it, the
+skeleton of :class:`AdversarialMethod`, whose recipes supply only their D and G losses.
 The engine (``tailgan.engine.Trainer``) only calls the declared step functions, ``sample`` and the
 checkpoint hooks, so a recipe with two networks (a GAN) or four (a CycleGAN trained with a classifier)
 runs in the same loop.
@@ -11,6 +12,7 @@ runs in the same loop.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -21,7 +23,8 @@ from torch import nn
 
 from tailgan.config import from_dict
 from tailgan.errors import TailganError
-from tailgan.methods.spec import DataShape, OutputSpec, Phase, RunContext, StreamSpec
+from tailgan.losses import gradient_penalty
+from tailgan.methods.spec import DataShape, OutputSpec, Phase, RunContext, StreamSpec, due
 from tailgan.nets.precision import COMPILE_MIN_STEPS, compile_decision
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # real images in [-1, 1] and their labels
@@ -194,21 +197,6 @@ class Method:
         """The run's autocast (bf16 / fp16 forward passes on the fast path; nothing in fp32)."""
         return self.precision.autocast()
 
-    def penalty_autocast(self):
-        """The gradient penalty's context: fp32 (see ``tailgan.nets.precision``) unless ``loss.gp_autocast``."""
-        return self.autocast() if getattr(self.cfg.loss, "gp_autocast", False) else nullcontext()
-
-    def penalty_weight(self, step: int, d_step: int) -> float:
-        """The gradient penalty's weight in D step ``d_step`` (0-based) of G step ``step`` (1-based).
-
-        ``loss.gp_weight`` every D step, or with ``loss.gp_every=k`` lazy regularisation as in StyleGAN2:
-        k x ``gp_weight`` every k-th D step (counted over the whole run, the first one included) and 0 in the
-        others, so the penalty's average weight stays the same at 1/k of its cost.
-        """
-        k = getattr(self.cfg.loss, "gp_every", 1)
-        index = (step - 1) * self.cfg.optim.d_steps + d_step
-        return self.cfg.loss.gp_weight * k if index % k == 0 else 0.0
-
     def uniform_labels(self, n: int) -> torch.Tensor:
         """Labels drawn uniformly over every class (the original hard-coded 10 classes; this does not)."""
         return torch.randint(0, self.num_classes, (n,), generator=self.gen, device=self.device)
@@ -294,3 +282,124 @@ class Method:
                 self.optimizers[k].load_state_dict(v)
             self.gen.set_state(state["gen"])
             self.load_extra_state(state.get("extra", {}))
+
+
+@dataclass
+class DLoss:
+    """A recipe's discriminator loss on one D step: the loss (before the skeleton's LeCam and penalty terms), its
+    log entries, and D's adversarial outputs on the real and fake batches, LeCam's inputs."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+    real_adv: torch.Tensor | None = None
+    fake_adv: torch.Tensor | None = None
+
+
+class AdversarialMethod(Method):
+    """A GAN recipe: one step skeleton, ``optim.d_steps`` D updates and then one G update (StyleGAN2-ADA's
+    ``Loss.accumulate_gradients``, one phase after the other).
+
+    The skeleton owns the alternation, autocast, the gradient penalty (``loss.gp_weight``, lazy with
+    ``loss.gp_every``, fp32 unless ``loss.gp_autocast``), LeCam and gSR (``lecam_term`` / ``gsr_term``, off
+    unless :class:`tailgan.methods.regularized.Regularized` provides them), D's requires_grad toggle, the
+    optimizer steps and the ``d_loss`` / ``g_loss`` / ``d_gp`` / ``d_lecam`` / ``g_gsr`` log entries. A recipe
+    supplies ``d_loss`` and ``g_loss`` and, where it differs from a conditional GAN's, the real batches
+    (``d_batches``), the labels of the fakes (``d_labels``, ``g_labels``) and the penalty's critic.
+    Every random draw comes in the order the recipes always made it, so their numbers are unchanged.
+    """
+
+    # -- supplied by recipes --------------------------------------------------------------------------------
+    def d_batches(self, batches: Batches) -> Iterator[Batch]:
+        """The real batch of each D step, drawn as the step starts: a fresh one each time."""
+        for _ in range(self.cfg.optim.d_steps):
+            yield batches.next("real")
+
+    def d_labels(self, real_labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The labels a D step draws before its fakes: first the fakes' own (the real batch's with
+        ``d_fake_labels: real``, else uniform), then any more the recipe's ``d_loss`` takes."""
+        real = self.cfg.d_fake_labels == "real"
+        return (real_labels if real else self.uniform_labels(len(real_labels)),)
+
+    def d_loss(self, x_r: torch.Tensor, y_r: torch.Tensor, x_f: torch.Tensor, *labels: torch.Tensor) -> DLoss:
+        """D's loss on the real batch and the fakes ``x_f`` made for ``labels[0]`` (under autocast)."""
+        raise NotImplementedError
+
+    def g_labels(self) -> torch.Tensor:
+        """The labels of the G step's fakes: ``optim.batch_size`` of them, uniform over the classes."""
+        return self.uniform_labels(self.cfg.optim.batch_size)
+
+    def g_loss(self, x_f: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G's loss on its fakes ``x_f`` (with gradient, under autocast) and its log entries."""
+        raise NotImplementedError
+
+    def penalty_critic(self, real_labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The gradient penalty's critic on interpolates (None: the recipe has no penalty)."""
+        return None
+
+    def lecam_term(self, d_real: torch.Tensor | None, d_fake: torch.Tensor | None) -> torch.Tensor | None:
+        return None  # LeCam off (Regularized switches it on)
+
+    def gsr_term(self) -> torch.Tensor | None:
+        return None  # gSR off (Regularized switches it on)
+
+    # -- the skeleton -------------------------------------------------------------------------------------------
+    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
+        logs: dict[str, torch.Tensor] = {}  # the penalty's and LeCam's entries, from the last D step with them
+        for d_step, (x_r, y_r) in enumerate(self.d_batches(batches)):
+            d = self.d_update(x_r, y_r, step, d_step, logs)
+        logs.update(d.logs)  # the recipe's entries and the full loss: the last D step's
+        logs["d_loss"] = d.loss.detach()
+        return {**logs, **self.g_update()}
+
+    def d_update(self, x_r: torch.Tensor, y_r: torch.Tensor, step: int, d_step: int, logs: dict) -> DLoss:
+        """D step ``d_step`` of G step ``step``; returns the recipe's terms with ``loss`` the full loss stepped."""
+        G = self.nets["G"]
+        labels = self.d_labels(y_r)
+        with torch.no_grad(), self.autocast():
+            x_f = G(self.noise(len(labels[0]), G.z_dim), labels[0]).float()
+        with self.autocast():
+            d = self.d_loss(x_r, y_r, x_f, *labels)
+        lecam = self.lecam_term(d.real_adv, d.fake_adv)
+        if lecam is not None:
+            d.loss = d.loss + lecam
+            logs["d_lecam"] = lecam.detach()
+        weight = self.penalty_weight(step, d_step)
+        critic = self.penalty_critic(y_r) if weight > 0 else None
+        if critic is not None:
+            with self.penalty_autocast():
+                gp = gradient_penalty(critic, x_r, x_f, alpha=self.cfg.loss.gp_alpha, generator=self.gen)
+            d.loss = d.loss + weight * gp
+            logs["d_gp"] = gp.detach()
+        self.update("D", d.loss, ["D"])
+        return d
+
+    def g_update(self) -> dict[str, torch.Tensor]:
+        """The G step (D frozen): the recipe's loss on fresh fakes, plus gSR; returns its log entries."""
+        G, D = self.nets["G"], self.nets["D"]
+        logs: dict[str, torch.Tensor] = {}
+        D.requires_grad_(False)  # no gradients for D's weights
+        y = self.g_labels()
+        with self.autocast():
+            loss, recipe_logs = self.g_loss(G(self.noise(len(y), G.z_dim), y), y)
+        gsr = self.gsr_term()
+        if gsr is not None:
+            loss = loss + gsr
+            logs["g_gsr"] = gsr.detach()
+        self.update("G", loss, ["G"])
+        D.requires_grad_(True)
+        return {**logs, **recipe_logs, "g_loss": loss.detach()}
+
+    def penalty_autocast(self):
+        """The gradient penalty's context: fp32 (see ``tailgan.nets.precision``) unless ``loss.gp_autocast``."""
+        return self.autocast() if getattr(self.cfg.loss, "gp_autocast", False) else nullcontext()
+
+    def penalty_weight(self, step: int, d_step: int) -> float:
+        """The gradient penalty's weight in D step ``d_step`` (0-based) of G step ``step`` (1-based).
+
+        ``loss.gp_weight`` every D step, or with ``loss.gp_every=k`` lazy regularisation as in StyleGAN2:
+        k x ``gp_weight`` every k-th D step (counted over the whole run, the first one included) and 0 in the
+        others, so the penalty's average weight stays the same at 1/k of its cost.
+        """
+        k = getattr(self.cfg.loss, "gp_every", 1)
+        index = (step - 1) * self.cfg.optim.d_steps + d_step
+        return self.cfg.loss.gp_weight * k if due(index, k) else 0.0

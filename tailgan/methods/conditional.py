@@ -14,13 +14,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tailgan.losses import ADV_LOSSES, gradient_penalty
-from tailgan.methods.base import Batches, Method
+from tailgan.losses import ADV_LOSSES
+from tailgan.methods.base import AdversarialMethod, DLoss
 from tailgan.methods.build import build_discriminator, build_generator
 from tailgan.methods.regularized import Regularized
 
 
-class ConditionalGAN(Regularized, Method):
+class ConditionalGAN(Regularized, AdversarialMethod):
     """A conditional GAN whose discriminator head is ``head`` and whose conditional loss is ``cond_loss``."""
 
     head = "projection"  # "projection" | "acgan" | "proxy"
@@ -43,58 +43,26 @@ class ConditionalGAN(Regularized, Method):
         self.d_adv, self.g_adv = ADV_LOSSES[cfg.loss.adv]
         self.setup_regularizers()
 
-    def train_step(self, batches: Batches, step: int) -> dict[str, torch.Tensor]:
-        cfg, G, D = self.cfg, self.nets["G"], self.nets["D"]
-        logs: dict[str, torch.Tensor] = {}
-        for d_step in range(cfg.optim.d_steps):
-            x_r, y_r = batches.next("real")
-            y_f = y_r if cfg.d_fake_labels == "real" else self.uniform_labels(len(y_r))
-            with torch.no_grad(), self.autocast():
-                x_f = G(self.noise(len(y_f), G.z_dim), y_f).float()
-            with self.autocast():
-                out_r, out_f = D(self.augment(x_r), y_r), D(self.augment(x_f), y_f)
-                d_adv = self.d_adv(out_r["adv"].float(), out_f["adv"].float())
-                loss = d_adv
-                cond = self.cond_loss(out_r, y_r)
-                if cond is not None:
-                    loss = loss + cfg.loss.cond_lambda * cond
-            lecam = self.lecam_term(out_r["adv"], out_f["adv"])
-            if lecam is not None:
-                loss = loss + lecam
-                logs["d_lecam"] = lecam.detach()
-            gp_weight = self.penalty_weight(step, d_step)
-            if gp_weight > 0:
-                critic = lambda x, y=y_r: D(self.augment(x), y)["adv"]  # noqa: E731
-                with self.penalty_autocast():
-                    gp = gradient_penalty(critic, x_r, x_f, alpha=cfg.loss.gp_alpha, generator=self.gen)
-                loss = loss + gp_weight * gp
-                logs["d_gp"] = gp.detach()
-            self.update("D", loss, ["D"])
-        logs["d_adv"] = d_adv.detach()
-        logs["d_loss"] = loss.detach()
-        if cond is not None:
-            logs["d_cond"] = cond.detach()
+    def d_loss(self, x_r: torch.Tensor, y_r: torch.Tensor, x_f: torch.Tensor, *labels: torch.Tensor) -> DLoss:
+        D, y_f = self.nets["D"], labels[0]
+        out_r, out_f = D(self.augment(x_r), y_r), D(self.augment(x_f), y_f)
+        loss, logs = self.with_cond("d", self.d_adv(out_r["adv"].float(), out_f["adv"].float()), out_r, y_r)
+        return DLoss(loss, logs, out_r["adv"], out_f["adv"])
 
-        D.requires_grad_(False)  # G step: no gradients for D's weights
-        y = self.uniform_labels(cfg.optim.batch_size)
-        with self.autocast():
-            out = D(self.augment(G(self.noise(len(y), G.z_dim), y)), y)
-            g_adv = self.g_adv(out["adv"].float())
-            loss = g_adv
-            cond = self.cond_loss(out, y)
-            if cond is not None:
-                loss = loss + cfg.loss.cond_lambda * cond
-        gsr = self.gsr_term()
-        if gsr is not None:
-            loss = loss + gsr
-            logs["g_gsr"] = gsr.detach()
-        self.update("G", loss, ["G"])
-        D.requires_grad_(True)
-        logs["g_adv"] = g_adv.detach()
-        logs["g_loss"] = loss.detach()
-        if cond is not None:
-            logs["g_cond"] = cond.detach()
-        return logs
+    def g_loss(self, x_f: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self.nets["D"](self.augment(x_f), labels)
+        return self.with_cond("g", self.g_adv(out["adv"].float()), out, labels)
+
+    def with_cond(
+        self, side: str, adv: torch.Tensor, out: dict[str, torch.Tensor], labels: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """adv + cond_lambda x cond on D's output ``out`` and the log entries ``{side}_adv``, ``{side}_cond``."""
+        logs = {f"{side}_adv": adv.detach()}
+        cond = self.cond_loss(out, labels)
+        if cond is None:
+            return adv, logs
+        logs[f"{side}_cond"] = cond.detach()
+        return adv + self.cfg.loss.cond_lambda * cond, logs
 
 
 class ProxyContrastiveGAN(ConditionalGAN):

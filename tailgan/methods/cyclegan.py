@@ -66,7 +66,7 @@ from tailgan.losses.translation import (
 )
 from tailgan.methods.base import Batches, Method, OptimizerConfig, make_optimizer
 from tailgan.methods.pool import ImagePool
-from tailgan.methods.spec import OutputSpec, Phase, StreamSpec
+from tailgan.methods.spec import OutputSpec, Phase, StreamSpec, due
 from tailgan.nets.classifiers import CLASSIFIERS, build_classifier
 from tailgan.nets.cyclegan import PatchDiscriminator, ResnetGenerator, _patch_map_side, patchgan_strides
 
@@ -152,7 +152,7 @@ class JointPhases:
         real = self.joint_batch(batches)
         out = self.gan_update(*real, self.options.gan_warmup + step, with_cls=True)
         fakes = self.pop_fakes(out)
-        if step % self.options.alt_period != 0:
+        if not due(step, self.options.alt_period):
             out.update(self.last_c)
         elif self.options.cls_batch_size:  # the classifier's own (larger) real batch, translated
             out.update(self.classifier_step(batches, step))

@@ -1,6 +1,6 @@
 """DFG: discriminative feature generation for imbalanced classification (spec 5), as one recipe.
 
-A source network (pre-trained elsewhere: ``tailgan.classify.transfer.source_network`` trains and caches
+A source network (pre-trained elsewhere: ``tailgan.baselines.transfer.source_network`` trains and caches
 one, or give any weights file in the network's layout) is cut into a feature extractor and a classifier.
 The recipe trains four networks -- the target extractor ``E`` and classifier ``Cl`` (fine-tuned from the
 source, regularised towards it), a conditional WGAN-GP generator ``G`` of extractor-shaped feature maps
@@ -26,7 +26,7 @@ Steps 3 and 4 need the dataset, so they run in the phase's ``record`` hook, whic
 the data at the phase's log steps; the recipe sets that cadence to gcd(eval_every, step_for_6). The
 re-evaluation therefore runs after step ``k * step_for_6`` (DFG: after step ``k * step_for_6 + 1``).
 
-Selection uses ``data.valid``: the split ``tailgan.classify.transfer`` carves from the long-tailed training
+Selection uses ``data.valid``: the split ``tailgan.baselines.transfer`` carves from the long-tailed training
 data (or the dataset's own); without one the last networks are kept. DFG selected on the test set
 (``select_on=test``, faithful, flatters the result).
 
@@ -82,7 +82,7 @@ from tailgan.losses.dfg import (
     updated_attention,
 )
 from tailgan.methods.base import Method, OptimizerConfig, make_optimizer
-from tailgan.methods.spec import OutputSpec, Phase
+from tailgan.methods.spec import OutputSpec, Phase, due
 from tailgan.nets.dfg import NATIVE_SIZE, FeatureCritic, FeatureGenerator, SplitNet, build_source, feature_shape
 from tailgan.nets.inference import predict
 from tailgan.scores import balanced_accuracy
@@ -406,12 +406,12 @@ class DFG(Method):
         }
         x0, y0 = self.queue[0]
         losses["g_adv"] = self.generator_adv_update(len(x0)).detach()
-        if s % o.step_for_3_4 == 0:
+        if due(s, o.step_for_3_4):
             self.held["g_cls"] = self.generator_cls_update(x0, y0).detach()
             ec = self.extractor_classifier_update(x0, y0)
             self.held.update({"ec_loss": ec["loss"].detach(), "e_loss": ec["e_loss"].detach(), "ce": ec["ce"].detach()})
             self.last_e_loss = float(ec["e_loss"].detach())
-        if s % o.step_for_5 == 0 and s > 0:
+        if due(s, o.step_for_5) and s > 0:
             self.held["c_fake_loss"] = self.classifier_fake_update(x0, y0)["loss"].detach()
         self.queue = self.queue[1:] + [batches.next("real")]
         for sched in self.schedulers.values():
@@ -443,10 +443,10 @@ class DFG(Method):
         """The phase's record hook (it has the data): attention re-evaluation and model selection."""
         o, step, out = self.options, int(record["step"]), {}
         gate = self.last_e_loss is not None and self.last_e_loss < o.e_loss_gate
-        if o.step_for_6 and step % o.step_for_6 == 0 and gate:
+        if due(step, o.step_for_6) and gate:
             self.update_attention(data, step)
             out["attention_updated"] = 1
-        if not o.eval_every or step % o.eval_every:
+        if not due(step, o.eval_every):
             return out  # only at multiples of eval_every, so a run split by a resume selects the same step
         split = data.test if o.select_on == "test" else data.valid
         if split is None or len(split) == 0:

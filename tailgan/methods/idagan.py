@@ -123,11 +123,11 @@ class IDAGAN(BAGAN):
         )
         return super().pretrain_begin(data)
 
-    def d_loss(self, out: dict[str, Tensor], n_real: int, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
+    def heads_d_loss(self, out: dict[str, Tensor], n_real: int, real_labels: Tensor, fake_labels: Tensor) -> Tensor:
         a, b = out[HEAD_A], out[HEAD_B]
         return idagan_d_loss(a[:n_real], a[n_real:], b[:n_real], b[n_real:], real_labels, fake_labels)
 
-    def g_loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
+    def heads_g_loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
         return idagan_g_loss(out[HEAD_A], out[HEAD_B], labels, self.options.g_head_a, self.options.g_head_b)
 
 

@@ -12,6 +12,8 @@ All are off by default, so a recipe's published behaviour is unchanged unless as
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -20,7 +22,8 @@ from tailgan.losses.regularizers import LeCam, check_policy, diff_augment, group
 
 
 class Regularized:
-    """Mixin for Method subclasses with a G and a D; call ``setup_regularizers()`` at the end of ``build``."""
+    """Mixin for :class:`tailgan.methods.base.AdversarialMethod` recipes whose D returns an ``adv`` output: the
+    terms its step skeleton adds and the penalty's critic. Call ``setup_regularizers()`` at the end of ``build``."""
 
     def setup_regularizers(self) -> None:
         loss = self.cfg.loss
@@ -37,6 +40,12 @@ class Regularized:
     def augment(self, x: Tensor) -> Tensor:
         """``x`` as D sees it: DiffAugment'ed when ``loss.diffaug`` is set."""
         return diff_augment(x, self.diffaug_policy, generator=self.gen) if self.diffaug_policy else x
+
+    def penalty_critic(self, real_labels: Tensor) -> Callable[[Tensor], Tensor]:
+        """The gradient penalty's critic: D's adversarial output on the (augmented) interpolates, scored with the
+        real batch's labels."""
+        D = self.nets["D"]
+        return lambda x: D(self.augment(x), real_labels)["adv"]
 
     def lecam_term(self, d_real: Tensor, d_fake: Tensor) -> Tensor | None:
         """``lecam_weight`` x LeCam on this D step's outputs (the EMAs updated first), or None when off."""

@@ -60,6 +60,12 @@ class Phase:
     main: bool = False
 
 
+def due(step: int, every: int, last: bool = False) -> bool:
+    """Whether something done every ``every`` steps (logs, grids, checkpoints, a recipe's periodic update) runs
+    at ``step``: at the multiples of ``every`` (0: at none) and, with ``last`` (a phase's last step), always."""
+    return last or (every > 0 and step % every == 0)
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """What a recipe makes: ``image`` (values in [-1, 1]) or ``feature`` maps, of ``shape`` (C, H, W)."""

@@ -121,19 +121,7 @@ def _augment(x: torch.Tensor, cfg: EvaluatorConfig, gen: torch.Generator) -> tor
     return x
 
 
-def train_evaluator(
-    data: LongTailedData,
-    cfg: EvaluatorConfig | None = None,
-    device: str | torch.device = "cpu",
-    cache_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] | None = print,
-) -> EvaluatorExtractor:
-    """Train the evaluator on ``data.train`` (which should be the balanced full split), test it, cache it.
-
-    Returns the evaluator as a feature extractor; its ``info`` holds the test accuracy.
-    """
-    cfg = cfg or EvaluatorConfig()
-    device = torch.device(device)
+def _check_trainable(data: LongTailedData) -> None:
     if data.config.recipe != "none":
         raise TailganError(
             f"the evaluator is trained on the full, balanced split, but this data uses recipe {data.config.recipe!r}; "
@@ -141,16 +129,10 @@ def train_evaluator(
         )
     if len(data.test) == 0:
         raise TailganError(f"{data.config.source} has no test split to measure the evaluator on")
-    out = evaluator_dir(data, cfg, cache_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)  # weight init
-    _, channels, data_resolution, _ = data.train.images.shape
-    resolution = min(data_resolution, cfg.max_resolution)
-    images = fit_images(data.train.images, resolution, None, "resize")
-    test_images = fit_images(data.test.images, resolution, None, "resize")
-    labels = data.train.labels
-    counts = data.train.counts()
+
+
+def _is_balanced(data: LongTailedData, counts: list[int], log: Callable[[str], None] | None) -> bool:
+    """Whether the training counts are balanced (within ``BALANCED_RATIO``); warns through ``log`` when not."""
     balanced = max(counts) <= BALANCED_RATIO * max(min(counts), 1)
     if not balanced and log:
         log(
@@ -158,7 +140,20 @@ def train_evaluator(
             f"{min(counts)} per class); the evaluator is trained on them as they are, so it recognises the rare "
             "classes less well, and that bounds every label-accuracy figure on this data (see labelacc_real)"
         )
-    net = EvaluatorNet(data.num_classes, channels, cfg.width, cfg.feature_dim).to(device)
+    return balanced
+
+
+def _fit_evaluator(
+    net: EvaluatorNet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: EvaluatorConfig,
+    gen: torch.Generator,
+    device: torch.device,
+    log: Callable[[str], None] | None,
+) -> float:
+    """Train ``net`` for ``cfg.epochs`` epochs of augmented batches (a new order each epoch), AdamW with a
+    one-cycle schedule, logging the mean loss of each epoch; returns the seconds it took."""
     steps_per_epoch = max(1, len(images) // cfg.batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
@@ -182,13 +177,49 @@ def train_evaluator(
     ce = logits_loss(lambda logits, y, progress, w: F.cross_entropy(logits, y))
     fit(net, batch, ce, opt, cfg.epochs * steps_per_epoch, scheduler=sched, device=device, on_step=progress,
         name="evaluator")  # fmt: skip
-    seconds = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def _test_accuracy(
+    net: EvaluatorNet, test_images: torch.Tensor, data: LongTailedData, device: torch.device
+) -> tuple[float, list[float | None]]:
+    """The accuracy on the test split, and per class (None for a class without test images)."""
     pred = predict(net, test_images, device).argmax(1)
     correct = (pred == data.test.labels).double()
     per_class = [
         float(correct[data.test.labels == c].mean()) if (data.test.labels == c).any() else None
         for c in range(data.num_classes)
     ]
+    return float(correct.mean()), per_class
+
+
+def train_evaluator(
+    data: LongTailedData,
+    cfg: EvaluatorConfig | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = print,
+) -> EvaluatorExtractor:
+    """Train the evaluator on ``data.train`` (which should be the balanced full split), test it, cache it.
+
+    Returns the evaluator as a feature extractor; its ``info`` holds the test accuracy.
+    """
+    cfg = cfg or EvaluatorConfig()
+    device = torch.device(device)
+    _check_trainable(data)
+    out = evaluator_dir(data, cfg, cache_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # weight init
+    _, channels, data_resolution, _ = data.train.images.shape
+    resolution = min(data_resolution, cfg.max_resolution)
+    images = fit_images(data.train.images, resolution, None, "resize")
+    test_images = fit_images(data.test.images, resolution, None, "resize")
+    counts = data.train.counts()
+    balanced = _is_balanced(data, counts, log)
+    net = EvaluatorNet(data.num_classes, channels, cfg.width, cfg.feature_dim).to(device)
+    seconds = _fit_evaluator(net, images, data.train.labels, cfg, gen, device, log)
+    accuracy, per_class = _test_accuracy(net, test_images, data, device)
     meta = {
         "arch": ARCH,
         "source": data.config.source,
@@ -204,7 +235,7 @@ def train_evaluator(
         "train_counts": counts,
         "train_balanced": balanced,
         "test_images": len(data.test),
-        "test_accuracy": float(correct.mean()),
+        "test_accuracy": accuracy,
         "test_accuracy_per_class": per_class,
         "train_seconds": seconds,
         "device": str(device),

@@ -181,17 +181,19 @@ def _phase(r: dict) -> str:
     return str(r.get("phase") or "train")
 
 
-def training_section(run: RunInput, label: str) -> dict | None:
-    """Loss curves per network, evaluation curves with the best step, speed, wall time and events."""
+def _step_records(run: RunInput) -> list[dict]:
+    """The run's records with a step, each with the phase it belongs to."""
     recs, phase = [], None
     for r in run.records:
         if _num(r.get("step")):
             # a record without a phase (an evaluation, an event) belongs to the phase logged before it
             phase = r.get("phase") or phase
             recs.append(r if r.get("phase") or not phase else {**r, "phase": phase})
-    if not recs:
-        return None
-    phases = list(dict.fromkeys(_phase(r) for r in recs))
+    return recs
+
+
+def _loss_chart(recs: list[dict], phases: list[str]) -> str | None:
+    """One panel of loss curves per network (per phase and network when the run has several phases)."""
     panels: dict[str, dict[str, tuple[list, list]]] = {}
     for r in recs:
         for k, v in r.items():
@@ -201,8 +203,11 @@ def training_section(run: RunInput, label: str) -> dict | None:
             xs, ys = panels.setdefault(title, {}).setdefault(k, ([], []))
             xs.append(r["step"])
             ys.append(v)
-    loss_chart = plots.curves(list(panels.items()), ylabel="loss") if panels else None
+    return plots.curves(list(panels.items()), ylabel="loss") if panels else None
 
+
+def _eval_curves(recs: list[dict]) -> tuple[str | None, list[dict]]:
+    """The evaluation curves with each metric's best step marked, and a row per metric (best and last)."""
     eval_keys = [k for k in EVAL_KEYS if not k.endswith("_std") and any(_num(r.get(k)) for r in recs)]
     eval_panels, marks, best_rows = [], {}, []
     for k in eval_keys:
@@ -212,9 +217,12 @@ def training_section(run: RunInput, label: str) -> dict | None:
         eval_panels.append((k, {k: ([p[0] for p in pts], [p[1] for p in pts])}))
         best_rows.append({"metric": k, "step": best[0], "value": best[1], "last": pts[-1][1], "last_step": pts[-1][0],
                           "higher": higher_is_better(k)})  # fmt: skip
-    eval_chart = plots.curves(eval_panels, marks=marks) if eval_panels else None
+    return (plots.curves(eval_panels, marks=marks) if eval_panels else None), best_rows
 
-    # speed: the mean over each logged interval, and the training time it implies
+
+def _speed_and_events(recs: list[dict]) -> tuple[dict[str, list[float]], float, list[dict]]:
+    """The logged speeds per phase, the training seconds they imply (each logged interval at its mean speed)
+    and the events: logged ones, inferred resumes (the step went back) and DDP ranks out of sync."""
     speeds: dict[str, list[float]] = {}  # per phase: a pre-training step and a GAN step are not alike
     seconds, events, prev = 0.0, [], {}
     for r in recs:
@@ -235,6 +243,17 @@ def training_section(run: RunInput, label: str) -> dict | None:
         if r.get("ddp_in_sync") is False:
             events.append({"step": step, "event": "ranks out of sync", "detail": "ddp_in_sync=false", "phase": ph})
         prev[ph] = max(step, last or step) if r.get("event") != "resume" else step
+    return speeds, seconds, events
+
+
+def training_section(run: RunInput, label: str) -> dict | None:
+    """Loss curves per network, evaluation curves with the best step, speed, wall time and events."""
+    recs = _step_records(run)
+    if not recs:
+        return None
+    phases = list(dict.fromkeys(_phase(r) for r in recs))
+    eval_chart, best_rows = _eval_curves(recs)
+    speeds, seconds, events = _speed_and_events(recs)
     span = None
     cfg_file, log_file = run.path / "config.yaml", run.path / "log.jsonl"
     if cfg_file.is_file() and log_file.is_file():
@@ -251,7 +270,7 @@ def training_section(run: RunInput, label: str) -> dict | None:
         "target_steps": cfg.get("steps"),
         "records": len(recs),
         "bad_lines": run.bad_lines,
-        "loss_chart": loss_chart,
+        "loss_chart": _loss_chart(recs, phases),
         "eval_chart": eval_chart,
         "best": best_rows,
         "best_metric": cfg.get("best_metric"),

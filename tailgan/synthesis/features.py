@@ -68,11 +68,16 @@ def class_statistics(z: torch.Tensor, y: torch.Tensor, num_classes: int) -> tupl
 
 def calibrated_features(
     z: torch.Tensor, y: torch.Tensor, add: list[int], k: int = 2, alpha: float = 0.21,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, shift: float | None = None, own_cov: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """``add[c]`` features of each class c in the dense space: for each real feature x of c, a Gaussian with mean
     ``(sum of the k nearest larger classes' means + x) / (k + 1)`` and covariance ``mean of their covariances +
-    alpha`` (Yang et al.); the samples are spread evenly over the class's real features."""
+    alpha`` (Yang et al.); the samples are spread evenly over the class's real features.
+
+    ``shift``: the share of the donors' mean in each centre, ``(1 - shift) x + shift * mean of the donors' means``
+    (None: the paper's k / (k + 1)); ``own_cov``: the share of the class's own covariance blended into the
+    borrowed one. In few-shot learning the donors are other (base) classes; in a long-tailed set they are the
+    classes the tail competes with, so a centre pulled towards them makes features of their region."""
     num_classes = len(add)
     counts = torch.bincount(y, minlength=num_classes)
     means, covs = class_statistics(z, y, num_classes)
@@ -84,10 +89,12 @@ def calibrated_features(
         donors = [j for j in range(num_classes) if counts[j] > counts[c] and counts[j] > 1] or [c]
         dist = torch.stack([(means[j] - means[c]).norm() for j in donors])
         near = [donors[i] for i in dist.argsort()[:k].tolist()]
-        cov = covs[near].mean(0) + alpha * torch.eye(z.shape[1], dtype=z.dtype)
+        eye = torch.eye(z.shape[1], dtype=z.dtype)  # + 1e-6: dimensions no real feature uses have zero variance
+        cov = (1 - own_cov) * covs[near].mean(0) + own_cov * covs[c] + (alpha + 1e-6) * eye
         per = torch.full((len(own),), n // len(own), dtype=torch.long)
         per[: n % len(own)] += 1
-        centres = (means[near].sum(0) + own) / (len(near) + 1)
+        s = len(near) / (len(near) + 1) if shift is None else shift
+        centres = (1 - s) * own + s * means[near].mean(0)
         noise = torch.randn(n, z.shape[1], generator=generator, dtype=z.dtype) @ torch.linalg.cholesky(cov).T
         out_z.append(centres.repeat_interleave(per, 0) + noise)
         out_y.append(torch.full((n,), c, dtype=torch.long))
@@ -219,7 +226,7 @@ class FeatureDiffusion:
             opt.step()
             sched.step()
             if step % 100 == 0 or step == self.cfg.steps:
-                history.append(float(loss))
+                history.append(float(loss.detach()))
                 if log is not None:
                     log(f"feat-diffusion step {step}/{self.cfg.steps}: loss {float(loss):.4f}")
         return history

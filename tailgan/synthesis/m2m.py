@@ -26,7 +26,7 @@ class M2mConfig:
     lam: float = 0.5
     gamma: float = 0.9
     batch_size: int = 128
-    max_rounds: int = 20  # seed batches tried per class before the fallback
+    max_rounds: int = 20  # seed batches tried per class before the fallback (at least 2 x the images needed)
 
 
 def acceptance_probability(n_seed: torch.Tensor, n_target: int, beta: float) -> torch.Tensor:
@@ -70,7 +70,7 @@ def m2m_images(
         if need <= 0:
             continue
         kept, tried = [], 0
-        for _ in range(cfg.max_rounds):
+        for _ in range(max(cfg.max_rounds, -(-2 * need // cfg.batch_size))):
             if sum(len(t) for t in kept) >= need:
                 break
             idx = torch.randint(0, len(images), (cfg.batch_size,), generator=generator)

@@ -1,6 +1,7 @@
-"""``tailgan classify``, ``tailgan bench classify`` and ``tailgan augment``.
+"""``tailgan classify`` and ``tailgan bench classify``: the command line of :mod:`tailgan.classify`, a top-level
+command module as ``tailgan.train`` is.
 
-Every classify setting is a field of :class:`tailgan.classify.config.ClassifyRunConfig`, settable as
+Every classify setting is a field of :class:`tailgan.classify.runconfig.ClassifyRunConfig`, settable as
 ``key=value`` in any position (data fields as ``data.key=value``) or from ``--config FILE.yaml``; the flags
 below are shorthands that map onto fields of the same name. Heavy modules are imported inside the commands.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tailgan.classify.config import RunFields
 from tailgan.data.cli import add_data_arguments
 from tailgan.errors import TailganError
-from tailgan.outputs import check_not_inside, claim_output
+from tailgan.outputs import claim_output
 
 if TYPE_CHECKING:
     from tailgan.classify.runconfig import ClassifyRunConfig
@@ -107,20 +108,13 @@ def resolve_config(args: argparse.Namespace, command: str) -> ClassifyRunConfig:
 
 
 def _load_run_data(cfg: ClassifyRunConfig) -> LongTailedData:
-    from tailgan.classify.joint import binary_pair
+    from tailgan.baselines.joint import binary_pair
     from tailgan.data import load_data
 
     data = load_data(cfg.data)
     if cfg.pair_counts is not None and cfg.pair is None:
         raise TailganError("pair_counts (--pair-counts) needs pair=[A,B] (--pair A,B: the two classes it counts)")
     return binary_pair(data, cfg.pair, cfg.pair_counts, cfg.pair_seed) if cfg.pair is not None else data
-
-
-def _load_data(args: argparse.Namespace) -> LongTailedData:
-    from tailgan.data import load_data
-    from tailgan.data.cli import data_config_from_args
-
-    return load_data(data_config_from_args(args.data, args, getattr(args, "overrides", None)))
 
 
 def _prepare_out(args: argparse.Namespace, data: LongTailedData, runs: list[str]) -> Path:
@@ -160,9 +154,10 @@ def _finished_runs(out: Path, resume: bool, seeds: range) -> list[dict]:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from tailgan.classify.bench import classify_seeds, write_classify_report
+    from tailgan.classify.bench import classify_seeds
     from tailgan.classify.runconfig import reproduce_command
     from tailgan.classify.strategies import parse_strategy
+    from tailgan.report.classify_tables import write_classify_report
 
     cfg = resolve_config(args, "classify")
     if cfg.strategy == "all" or "," in cfg.strategy:
@@ -244,24 +239,6 @@ def cmd_bench_classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_augment(args: argparse.Namespace) -> int:
-    from tailgan.classify.augment import augment_folder
-
-    check_not_inside(args.out, [args.run])  # before anything is loaded
-    data = _load_data(args)
-    generator = _load_generator(args.run, args.checkpoint, args.device)
-    manifest = augment_folder(
-        generator, data, args.out, synthetic=args.synthetic, seed=args.seed, overwrite=args.overwrite,
-        protected=[args.run],
-    )  # fmt: skip
-    n_syn = sum(manifest["synthetic_counts"])
-    print(
-        f"wrote {sum(manifest['real_counts'])} real and {n_syn} synthetic training images"
-        f" (+ {sum(manifest['test_counts'])} test images) to {args.out}"
-    )
-    return 0
-
-
 def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """The sub-commands of ``tailgan bench``, creating ``bench`` unless another module already did."""
     bench = sub.choices.get("bench")
@@ -274,7 +251,7 @@ def _bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``classify``, ``bench classify`` and ``augment`` to the tailgan command line."""
+    """Add ``classify`` and ``bench classify`` to the tailgan command line."""
     p = sub.add_parser("classify", help="train a classifier on long-tailed data with a rebalancing strategy")
     p.add_argument("--strategy", default=argparse.SUPPRESS,
                    help="vanilla, ts, cs, us, os, us+cs, os+cs, smote, cbl[:beta], cbl-sigmoid, cbl-focal, focal, "
@@ -289,18 +266,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "give one row per --generator")  # fmt: skip
     _add_arguments(b)
     b.set_defaults(func=cmd_bench_classify)
-
-    a = sub.add_parser("augment", help="write the long-tailed images plus the synthetic ones that balance them")
-    a.add_argument("run", help="a tailgan training run folder")
-    a.add_argument("--data", required=True, help="the preset the run was trained on")
-    add_data_arguments(a, positional=False)
-    a.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data config overrides (e.g. resolution=32)")
-    a.add_argument("--out", required=True, help="output folder (must be empty or absent)")
-    a.add_argument(
-        "--synthetic", default="fill", help="'fill' (every class to the largest), 'ratio:R', 'target:N' or 'add:N'"
-    )
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--checkpoint", default="last", help="generator checkpoint: last, best or a path")
-    a.add_argument("--device", default="cpu")
-    a.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    a.set_defaults(func=cmd_augment)

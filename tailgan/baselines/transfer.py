@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailgan.classify.metrics import score_test_set
 from tailgan.config import from_dict, save_yaml, to_dict
 from tailgan.data import BatchStream, LongTailedData, load_data, to_float
 from tailgan.data.splits import carve_validation
@@ -49,6 +48,7 @@ from tailgan.losses.dfg import classifier_channel_weights, classify_with_omega1,
 from tailgan.methods.dfg import FAITHFUL, classifier_scores
 from tailgan.nets.dfg import NATIVE_SIZE, SplitNet, build_source
 from tailgan.nets.inference import predict
+from tailgan.scores import score_test_set
 
 TRANSFER_STRATEGIES = ("original", "finetune", "delta", "dfg")
 SOURCE_VERSION = 1  # bump when the pre-training procedure changes: old cache entries are then not reused

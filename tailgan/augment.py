@@ -11,10 +11,14 @@ Layout (the same as ``tailgan data export``, so ``--data folder --root OUT`` rea
 
 The folder is built beside OUT and renamed into place when complete. A non-empty OUT is refused
 unless ``overwrite``; OUT may never be, contain or lie inside the dataset's own folder or the run.
+
+The command's arguments are defined in ``tailgan.cli`` (as ``train``'s and ``sample``'s are), so ``tailgan augment
+--help`` imports nothing of this module.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,13 @@ from typing import Any
 import torch
 
 from tailgan.classify.strategies import synthetic_counts
-from tailgan.classify.synthetic import AUGMENT_TOOL, generate_synthetic, read_augment_manifest, read_png
-from tailgan.data import ImageSet, LongTailedData, fit_images, to_uint8
-from tailgan.data.folder import ImageFolderWriter
+from tailgan.data import ImageSet, LongTailedData, fit_images, load_data, to_uint8
+from tailgan.data.cli import data_config_from_args
+from tailgan.data.folder import AUGMENT_TOOL, ImageFolderWriter
+from tailgan.engine import load_generator
+from tailgan.outputs import check_not_inside
 from tailgan.progress import progress
-
-# read_png and read_augment_manifest live in tailgan.classify.synthetic (the folder strategy reads them too)
-__all__ = ["AUGMENT_TOOL", "augment_folder", "read_augment_manifest", "read_png"]
+from tailgan.synthesis.images import generate_synthetic
 
 
 def synthetic_batches(
@@ -95,3 +99,19 @@ def augment_folder(
     }
     writer.close(list(data.classes), manifest)
     return manifest
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    check_not_inside(args.out, [args.run])  # before anything is loaded
+    data = load_data(data_config_from_args(args.data, args, args.overrides))
+    generator = load_generator(args.run, checkpoint=args.checkpoint, device=args.device)
+    manifest = augment_folder(
+        generator, data, args.out, synthetic=args.synthetic, seed=args.seed, overwrite=args.overwrite,
+        protected=[args.run],
+    )  # fmt: skip
+    n_syn = sum(manifest["synthetic_counts"])
+    print(
+        f"wrote {sum(manifest['real_counts'])} real and {n_syn} synthetic training images"
+        f" (+ {sum(manifest['test_counts'])} test images) to {args.out}"
+    )
+    return 0
