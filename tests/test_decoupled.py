@@ -166,3 +166,9 @@ def test_synthetic_images_skip_augmentation_when_asked():
     raw = images[idx].float() / 127.5 - 1
     syn = synthetic[idx]
     assert torch.allclose(x[syn], raw[syn]) and not torch.allclose(x[~syn], raw[~syn])
+
+
+def test_a_second_stage_says_it_ignores_finetune():
+    data = load_data("digits_lt")
+    with pytest.warns(UserWarning, match="--finetune is ignored by strategy 'crt'"):
+        train_and_score(data, "crt", seed=0, steps=5, batch_size=32, head_epochs=1, finetune="head", log=quiet)

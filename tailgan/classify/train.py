@@ -360,8 +360,10 @@ def _batches(
         if strategy.mix == "none":
             return x, y, w
         if strategy.mix == "cmo":
+            if float(torch.rand(1, generator=mixer)) >= cfg.mix_prob:  # an unmixed batch needs no second stream
+                return x, y, w
             idx2 = minority.next()[: len(idx)]
-            x, y_a, y_b, lam = cmo(x, y, augmented(idx2), labels[idx2].to(device), mixer, cfg.mix_alpha, cfg.mix_prob)
+            x, y_a, y_b, lam = cmo(x, y, augmented(idx2), labels[idx2].to(device), mixer, cfg.mix_alpha, prob=1.0)
         else:
             x, y_a, y_b, lam = (mixup if strategy.mix == "mixup" else cutmix)(x, y, cfg.mix_alpha, mixer)
         return x, (y_a, y_b, lam), w
@@ -758,3 +760,6 @@ def _warn_unused(strategy: Strategy, generator: Any, synthetic_dir: Any, cfg: Cl
         warnings.warn(f"--synthetic-dir is ignored by strategy {strategy.name!r} (only 'folder' uses it)", stacklevel=3)
     if strategy.synthetic is None and cfg.filter is not None:
         warnings.warn(f"--filter is ignored by strategy {strategy.name!r} (no synthetic images)", stacklevel=3)
+    if strategy.stage != "none" and cfg.finetune != "none":
+        warnings.warn(f"--finetune is ignored by strategy {strategy.name!r}: its {strategy.stage} stage re-learns the "
+                      "head on the backbone's features instead", stacklevel=3)  # fmt: skip

@@ -1,6 +1,7 @@
 """Classifier heads of decoupled learning (Kang et al., ICLR 2020), where only the classifier changes after the
-representation was trained: re-initialised (``crt``), tau-normalised (``tau-norm``) or scaled per class (``lws``).
-Class-balanced batches come from :class:`tailgan.data.samplers.BatchStream` (``balanced=True``)."""
+representation was trained: tau-normalised (``tau-norm``) or scaled per class (``lws``); ``crt`` trains a fresh
+linear layer (:mod:`tailgan.classify.decoupled`). Class-balanced batches come from
+:class:`tailgan.data.samplers.BatchStream` (``balanced=True``)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,6 @@ import torch
 from torch import nn
 
 TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # 0, 0.1, ..., 2.0: tau-norm's candidates on validation
-
-
-def reset_linear(linear: nn.Linear, generator: torch.Generator | None = None) -> None:
-    """Re-initialise a linear layer as PyTorch's default does (seeded through ``generator``)."""
-    if generator is None:
-        linear.reset_parameters()
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        linear.reset_parameters()
 
 
 def tau_normalized(linear: nn.Linear, tau: float) -> nn.Linear:
