@@ -111,6 +111,13 @@ def command(script: str, argv: Sequence[str] | None = None) -> str:
     return " ".join(["python", f"benchmarks/{Path(script).name}", *(sys.argv[1:] if argv is None else argv)])
 
 
+def mean_std_text(stat: dict | None) -> str:
+    """A summary statistic of the classify reports (``{"mean": m, "std": s, ...}``, as
+    :func:`tailgan.report.classify_tables.mean_std` makes it) as a table cell, ``m ± s`` to 4 decimals; ``-`` for
+    none."""
+    return "-" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
 def write_results(out: str | os.PathLike, stem: str, doc: dict, markdown: str) -> Path:
     """``OUT/STEM.json`` and ``OUT/STEM.md``, each written atomically; returns the JSON's path."""
     path = Path(out) / f"{stem}.json"

@@ -11,20 +11,23 @@ reports, their commands and what differs between their settings.
 from __future__ import annotations
 
 import argparse
-import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from _harness import mean_std_text
 
-def _cell(row: dict | None, key: str) -> str:
-    stat = None if row is None else row["summary"].get(key)
-    return "-" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+from tailgan.classify.bench import load_json
+
+
+def _cell(row: dict, key: str) -> str:
+    return mean_std_text(row["summary"].get(key))
 
 
 def _delta(a: dict, b: dict, key: str) -> str:
     return f"{b['summary'][key]['mean'] - a['summary'][key]['mean']:+.4f}"
 
 
-def compare(first: dict, second: dict, labels: tuple[str, str], notes: list[str] = ()) -> list[str]:
+def compare(first: dict, second: dict, labels: tuple[str, str], notes: Sequence[str] = ()) -> list[str]:
     rows_a = {r["strategy"]: r for r in first["results"]}
     rows_b = {r["strategy"]: r for r in second["results"]}
     both = [name for name in rows_b if name in rows_a]
@@ -41,7 +44,7 @@ def compare(first: dict, second: dict, labels: tuple[str, str], notes: list[str]
     md += ["- settings that differ: " + ", ".join(f"{k} {config_a.get(k)!r} -> {config_b.get(k)!r}" for k in differs)]
     if added:
         md += [f"- settings {b} has and {a} did not (new fields; their defaults do what {a} did, except augment): "
-               + ", ".join(added)]
+               + ", ".join(added)]  # fmt: skip
     md += [f"- validation split, {a}: {first.get('validation_split', 'seed s selects on split s')}",
            f"- validation split, {b}: {second.get('validation_split', 'seed s selects on split s')}", ""]  # fmt: skip
     md += [f"| strategy | ACSA, {a} | ACSA, {b} | change | tail-3 recall, {a} | tail-3 recall, {b} | change |"]
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--note", action="append", default=[], help="a line to add under the table")
     args = p.parse_args(argv)
-    docs = [json.loads(Path(f).read_text()) for f in (args.first, args.second)]
+    docs = [load_json(f) for f in (args.first, args.second)]
     Path(args.out).write_text("\n".join(compare(*docs, tuple(args.labels), args.note)) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -50,20 +50,15 @@ def build(recipe: str, data_name: str, overrides: list[str], precision: str, roo
           device: str = "cpu"):  # fmt: skip
     """(Trainer, method) of ``recipe`` as ``tailgan train`` builds it, without run folder callbacks."""
     from tailgan.data import load_data
-    from tailgan.engine import DataShape, RunContext, Trainer, build_method, make_config
-    from tailgan.nets.precision import resolve_precision
+    from tailgan.engine import build_trainer, make_config
 
     cfg = make_config(recipe, data=data_name, overrides=[f"data.root={root}", *overrides, f"precision={precision}",
                                                          "log_every=1000", "sample_every=0", f"compile={compile}",
                                                          f"device={device}"],
                       steps=10_000)  # fmt: skip
-    data = load_data(cfg.data)
-    prec, _ = resolve_precision(cfg.precision, torch.device(device))
-    shape = DataShape(data.num_classes, data.train.images.shape[1], data.train.images.shape[-1],
-                      tuple(data.train.counts()))  # fmt: skip
     run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=SCRATCH))  # a training context (compile applies to it)
-    method = build_method(cfg, shape, RunContext(device=torch.device(device), precision=prec, run_dir=run_dir))
-    return Trainer(method, data), method
+    trainer = build_trainer(cfg, load_data(cfg.data), device=device, run_dir=run_dir)
+    return trainer, trainer.method
 
 
 def time_recipe(name: str, root: str, steps: int, warmup: int) -> dict:

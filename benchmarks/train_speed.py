@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import itertools
 import json
 import math
@@ -254,14 +255,10 @@ class TailganLoop:
     """
 
     def __init__(self, cfg, data, device: torch.device, precision: str = "fp32") -> None:
-        from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method
-        from tailgan.nets.precision import resolve_precision
+        from tailgan.engine import build_trainer
 
-        images = data.train.images
-        shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
-        policy, _ = resolve_precision(precision, device)
-        self.method = build_method(cfg, shape, RunContext(device=device, precision=policy))
-        self.trainer = Trainer(self.method, data, callbacks=[DivergenceGuard()])
+        self.trainer = build_trainer(dataclasses.replace(cfg, precision=precision), data, device=device)
+        self.method = self.trainer.method
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         return self.trainer.step()

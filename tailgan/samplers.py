@@ -18,18 +18,17 @@ Each ``fit_resample(X, y)`` trains the chosen recipe on (X, y) in a temporary ru
 pre-trained run, ``run=``), then returns the real rows followed by generated rows for the classes
 ``sampling_strategy`` selects, in the layout, dtype and value range X came in.
 
-The only way into tailgan's training loop is a data source on disk, so the images are written as a
-temporary lossless PNG folder (``tailgan.data.export_image_sets``) and read back with the ``folder`` source.
+The images are trained on in memory (``tailgan.data.arrays.in_memory_data``): nothing of X is written to disk
+but the run folder itself (temporary unless ``save_run``). The conversions between X and tailgan's images live
+in ``tailgan.data.arrays``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import numbers
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +39,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import validate_data
-from torchvision.transforms.v2 import functional as TF
 
-from tailgan.data.folder import export_image_sets
-from tailgan.data.images import ImageSet
+from tailgan.data.arrays import (
+    ARRAYS_SOURCE,
+    ImageLayout,
+    crop_or_resize,
+    flatten_images,
+    from_pixels,
+    in_memory_data,
+    pick_resolution,
+    read_layout,
+    to_pixels,
+)
+from tailgan.data.images import ImageSet, convert_channels
 from tailgan.engine import load_generator
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json
@@ -52,161 +60,17 @@ from tailgan.synthesis.images import filter_synthetic
 from tailgan.train import make_config, train
 from tailgan.version import __version__
 
+# the array conversions users import from here (they live in tailgan.data.arrays)
+__all__ = ["GenerativeOverSampler", "ImageLayout", "crop_or_resize", "flatten_images", "from_pixels", "read_layout",
+           "to_pixels"]  # fmt: skip
 SAMPLER_FILE = "sampler.json"  # written into save_run folders: the value range and classes of the fit
 LAYOUTS = ("auto", "channels_last", "channels_first")
 _MAX_FILTER_ROUNDS = 20
 
 
-def flatten_images(X) -> np.ndarray:
-    """Images (n, ...) as flat rows (n, H*W*C): the step after a :class:`GenerativeOverSampler` in a pipeline
-    whose estimator needs 2-D input, ``FunctionTransformer(flatten_images)`` (it runs in ``fit`` and ``predict``,
-    a sampler only in ``fit``). Flat X passes through unchanged."""
-    X = np.asarray(X)
-    return X.reshape(len(X), -1)
-
-
-@dataclass(frozen=True)
-class ImageLayout:
-    """How the rows of X are images: ``kind`` is flat (n, F), hw (n, H, W), hwc (n, H, W, C) or chw (n, C, H, W)."""
-
-    kind: str
-    height: int
-    width: int
-    channels: int
-    flat_order: str = "hwc"  # flat rows: the order of the pixels (channels last or first)
-
-    def to_nchw(self, X: np.ndarray) -> np.ndarray:
-        n = X.shape[0]
-        if self.kind == "hw":
-            return X[:, None]
-        if self.kind == "hwc":
-            return X.transpose(0, 3, 1, 2)
-        if self.kind == "chw":
-            return X
-        h, w, c = self.height, self.width, self.channels
-        if self.flat_order == "hwc":
-            return X.reshape(n, h, w, c).transpose(0, 3, 1, 2)
-        return X.reshape(n, c, h, w)
-
-    def from_nchw(self, images: np.ndarray) -> np.ndarray:
-        n = images.shape[0]
-        if self.kind == "hw":
-            return images[:, 0]
-        if self.kind == "hwc":
-            return images.transpose(0, 2, 3, 1)
-        if self.kind == "chw":
-            return images
-        if self.flat_order == "hwc":
-            return images.transpose(0, 2, 3, 1).reshape(n, -1)
-        return images.reshape(n, -1)
-
-
-def _channels_last(shape: tuple[int, ...], layout: str, what: str) -> bool:
-    """Whether a 3-entry image shape is (H, W, C) rather than (C, H, W)."""
-    if layout != "auto":
-        return layout == "channels_last"
-    last, first = shape[-1] in (1, 3), shape[0] in (1, 3)
-    if last != first:
-        return last
-    if not last and shape[-1] != shape[0]:  # neither end is 1 or 3: channels are the shorter end
-        return shape[-1] < shape[0]
-    raise TailganError(
-        f"cannot tell whether {what} is channels-last (H, W, C) or channels-first (C, H, W); "
-        "pass layout='channels_last' or layout='channels_first'"
-    )
-
-
 def _label(label) -> str:
     """A class label as users wrote it: ``'dog'`` or ``7``, not ``np.str_('dog')``."""
     return repr(label.item() if isinstance(label, np.generic) else label)
-
-
-def read_layout(shape: tuple[int, ...], image_shape: tuple | list | None = None, layout: str = "auto") -> ImageLayout:
-    """The image layout of an array of ``shape`` (n first); a clear error for shapes that are not images.
-
-    2-D arrays are flattened images: ``image_shape`` is (H, W) or (H, W, C) / (C, H, W) as ``layout`` says;
-    without it, F features are read as a square grayscale image when F is a perfect square.
-    """
-    ndim = len(shape)
-    if ndim == 2:
-        n_features = shape[1]
-        if image_shape is None:
-            side = math.isqrt(n_features)
-            if side * side != n_features:
-                raise TailganError(
-                    f"X has shape {tuple(shape)}: {n_features} features are not a square grayscale image; "
-                    "give image_shape=(H, W) or (H, W, C) to say how each row is an image"
-                )
-            return ImageLayout("flat", side, side, 1)
-        dims = tuple(int(d) for d in image_shape)
-        if len(dims) not in (2, 3) or min(dims) < 1:
-            raise TailganError(f"image_shape={tuple(image_shape)!r} must be (H, W), (H, W, C) or (C, H, W)")
-        if math.prod(dims) != n_features:
-            raise TailganError(
-                f"image_shape={dims} holds {math.prod(dims)} values but X has {n_features} features per row"
-            )
-        if len(dims) == 2:
-            out = ImageLayout("flat", dims[0], dims[1], 1)
-        elif _channels_last(dims, layout, f"image_shape={dims}"):
-            out = ImageLayout("flat", dims[0], dims[1], dims[2], "hwc")
-        else:
-            out = ImageLayout("flat", dims[1], dims[2], dims[0], "chw")
-    elif ndim == 3:
-        out = ImageLayout("hw", shape[1], shape[2], 1)
-    elif ndim == 4:
-        if _channels_last(tuple(shape[1:]), layout, f"X of shape {tuple(shape)}"):
-            out = ImageLayout("hwc", shape[1], shape[2], shape[3])
-        else:
-            out = ImageLayout("chw", shape[2], shape[3], shape[1])
-    else:
-        raise TailganError(
-            f"X has shape {tuple(shape)}; give images as (n, H, W), (n, H, W, C), (n, C, H, W) or flattened "
-            "(n, H*W*C) with image_shape"
-        )
-    if image_shape is not None and ndim > 2:
-        raise TailganError(f"image_shape is only for flattened (2-D) X; X has shape {tuple(shape)}")
-    if out.channels not in (1, 3):
-        raise TailganError(
-            f"X has {out.channels} channels (shape {tuple(shape)}); tailgan trains on grayscale (1) or RGB (3) "
-            "images: convert it (e.g. drop the alpha channel)"
-        )
-    return out
-
-
-def crop_or_resize(images: torch.Tensor, height: int, width: int, fit: str) -> torch.Tensor:
-    """Undo ``tailgan.data.fit_images``: generated R x R images back to ``height`` x ``width``.
-
-    A ``pad`` fit of an image no larger than the canvas is undone exactly by cutting out the rectangle the
-    padding left (top-left offset (R - H) // 2, (R - W) // 2, the same as the padding's); every other fit
-    (``resize``, ``crop``, or a pad that had to crop) is undone approximately by a bilinear antialiased resize.
-    """
-    r_h, r_w = images.shape[-2:]
-    if (r_h, r_w) == (height, width):
-        return images
-    if fit == "pad" and height <= r_h and width <= r_w:
-        top, left = (r_h - height) // 2, (r_w - width) // 2
-        return images[..., top : top + height, left : left + width]
-    return TF.resize(images, [height, width], antialias=True)
-
-
-def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grey -> RGB by replication, RGB -> grey by ITU-R 601 luma (the data layer's policy)."""
-    c = images.shape[1]
-    if c == channels:
-        return images
-    if c == 1 and channels == 3:
-        return images.expand(-1, 3, -1, -1)
-    if c == 3 and channels == 1:
-        return TF.rgb_to_grayscale(images, num_output_channels=1)
-    raise TailganError(f"cannot convert the generator's {c}-channel images to {channels} channels")
-
-
-def pick_resolution(height: int, width: int, resolution: int | None) -> tuple[int, str]:
-    """(network resolution, fit policy): the smallest of 32 / 64 px that holds the image is padded to."""
-    side = max(height, width)
-    if resolution is None:
-        resolution = 32 if side <= 32 else 64
-    return resolution, ("pad" if side <= resolution else "resize")
 
 
 @Substitution(sampling_strategy=BaseOverSampler._sampling_strategy_docstring, max_rounds=_MAX_FILTER_ROUNDS)
@@ -467,13 +331,11 @@ class GenerativeOverSampler(BaseOverSampler):
         seed: int,
         tmp: Path,
     ) -> Path:
-        """Write the images as a temporary image folder, train ``method`` on it; returns the run folder."""
+        """Train ``method`` on the images in memory (no copy of them is written); returns the run folder."""
         names = [str(c) for c in classes]
         if len(set(names)) != len(names):
             raise TailganError(f"the class labels {list(classes)!r} are not distinct as text; relabel y")
         images = ImageSet(torch.from_numpy(pixels), torch.from_numpy(y_index.astype(np.int64)), names)
-        manifest = {"source": "tailgan.samplers.GenerativeOverSampler", "classes": names, "counts": images.counts()}
-        data_dir = export_image_sets({"train": images}, tmp / "data", manifest)
         resolution, fit = pick_resolution(layout.height, layout.width, self.resolution)
         overrides = [
             f"data.resolution={resolution}",
@@ -486,10 +348,11 @@ class GenerativeOverSampler(BaseOverSampler):
             *(self.overrides or []),
         ]
         cfg = make_config(
-            self.method, data="folder", root=str(data_dir), overrides=overrides, steps=self.steps, seed=seed
+            self.method, data={"source": ARRAYS_SOURCE}, overrides=overrides, steps=self.steps, seed=seed
         )
+        data = in_memory_data(images, cfg.data.resolution, cfg.data.channels, cfg.data.fit)
         run_dir = Path(self.save_run) if self.save_run is not None else tmp / "run"
-        train(cfg, run_dir, console=bool(self.verbose))
+        train(cfg, run_dir, console=bool(self.verbose), data=data)
         atomic_write_json(
             run_dir / SAMPLER_FILE,
             {
@@ -531,8 +394,8 @@ class GenerativeOverSampler(BaseOverSampler):
                     f"the generator of {run_dir} produced {bad} NaN/Inf values for class {_label(label)}: its weights "
                     "have diverged. Retrain it (a lower learning rate, fewer steps) or use another checkpoint"
                 )
-            images = crop_or_resize(match_channels(raw.clamp(-1, 1), layout.channels), layout.height, layout.width, fit)
-            images = images.numpy()
+            images = convert_channels(raw.clamp(-1, 1), layout.channels)
+            images = crop_or_resize(images, layout.height, layout.width, fit).numpy()
             made += want
             if clf is not None:  # the rule of `tailgan classify --filter` (its own class, with p >= threshold)
                 labels = torch.full((want,), y_position, dtype=torch.long)
@@ -561,20 +424,6 @@ def _logits_of(clf: LogisticRegression):
         return torch.from_numpy(out)
 
     return logits
-
-
-def to_pixels(images: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """(n, C, H, W) values in [lo, hi] -> uint8 0..255 (clipped, rounded to the nearest level)."""
-    scaled = (np.asarray(images, dtype=np.float64) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def from_pixels(images: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
-    """Generator output in [-1, 1] -> values in [lo, hi] of ``dtype`` (integers rounded)."""
-    values = lo + (images.astype(np.float64) + 1.0) * ((hi - lo) / 2.0)
-    if np.issubdtype(dtype, np.integer):
-        return np.clip(np.rint(values), lo, hi).astype(dtype)
-    return values.astype(dtype)
 
 
 def run_classes(run_dir: Path, num_classes: int) -> list[str]:

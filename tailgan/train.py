@@ -10,46 +10,32 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import torch
 
-from tailgan.config import apply_overrides, from_dict, save_yaml, to_dict
-from tailgan.data import load_data, save_manifest
-from tailgan.data.dataset import data_changes, load_manifest
+from tailgan.config import apply_overrides, from_dict, to_dict
+from tailgan.data import load_data
+from tailgan.data.dataset import LongTailedData, data_changes, load_manifest
 from tailgan.data.splits import carve_validation
 from tailgan.engine import (
-    Checkpoints,
-    DataShape,
-    DivergenceGuard,
-    Evaluation,
-    LastRecord,
-    RunContext,
-    RunLog,
-    SampleGrid,
-    SyncCheck,
     TrainConfig,
     TrainedGenerator,
     Trainer,
     TrainingDiverged,
     build_method,
-    checkpoint_path,
     init_distributed,
     load_run_config,
     make_config,
 )
 from tailgan.engine.config import resolve_options
 from tailgan.engine.distributed import abort_distributed, finish_distributed
-from tailgan.engine.trainer import rebuild_tensorboard, stop_on_signals
-from tailgan.errors import Interrupted, TailganError
-from tailgan.io import atomic_write_json, atomic_write_text, load_checkpoint
+from tailgan.engine.run import run_recipe
+from tailgan.errors import TailganError
 from tailgan.metrics import evaluate
-from tailgan.metrics.evaluator import cache_root, get_evaluator
-from tailgan.nets.precision import resolve_precision
+from tailgan.metrics.evaluator import get_evaluator
 from tailgan.outputs import (
     KINDS,
     FolderLock,
@@ -58,7 +44,6 @@ from tailgan.outputs import (
     read_marker,
     write_marker,
 )
-from tailgan.scores import higher_is_better
 
 __all__ = ["TrainConfig", "TrainingDiverged", "build_method", "make_config", "load_run_config", "train"]
 
@@ -161,40 +146,22 @@ def open_run_folder(out: Path, resume: bool) -> FolderLock:
     return lock
 
 
-def trim_log(out: Path, phases: list[str], phase_index: int, step: int) -> None:
-    """Drop log records after the checkpoint a run resumes from (a kill between checkpoints left them)."""
-    path = out / "log.jsonl"
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    keep = []
-    for line in lines:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            break  # a line cut by the kill: nothing after it was written by the run
-        where = (phases.index(r["phase"]) if r.get("phase") in phases else len(phases), int(r.get("step", 0)))
-        if where > (phase_index, step):
-            break
-        keep.append(line)
-    if len(keep) != len(lines):
-        atomic_write_text(path, "".join(f"{line}\n" for line in keep))
-
-
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: dict | None = None,
-          allow_data_change: bool = False, console: bool = True) -> dict:  # fmt: skip
+          allow_data_change: bool = False, console: bool = True,
+          data: LongTailedData | None = None) -> dict:  # fmt: skip
     """Train ``cfg`` into run folder ``out`` (or continue it); returns the last logged record.
 
     ``overrides``: the settings a resumed run changed (recorded in its log and config.yaml).
     ``allow_data_change``: resume even though the dataset differs from the one the run started on.
     ``console``: progress and log lines on the console (False: only the run folder's files).
+    ``data``: images already in memory (``tailgan.data.in_memory_data``) instead of loading ``cfg.data``.
     """
     out = Path(out)
     rank, world, device = init_distributed(cfg.device)
     is_main = rank == 0
     lock = open_run_folder(out, resume) if is_main else None
     try:
-        return _train(cfg, out, resume, overrides or {}, rank, world, device, allow_data_change, console)
+        return _train(cfg, out, resume, overrides or {}, rank, world, device, allow_data_change, console, data)
     finally:
         if lock is not None:
             lock.release()
@@ -229,76 +196,18 @@ def check_same_data(out: Path, manifest: dict, allow_change: bool) -> None:
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, overrides: dict, rank: int, world: int, device,
-           allow_change: bool = False, console: bool = True) -> dict:  # fmt: skip
-    is_main = rank == 0
-    full = load_data(cfg.data)
+           allow_change: bool = False, console: bool = True, data: LongTailedData | None = None) -> dict:  # fmt: skip
+    full = load_data(cfg.data) if data is None else data
     if resume:
         check_same_data(out, full.manifest, allow_change)
     data, split = hold_out_validation(full, cfg)
-    images = data.train.images
-    shape = DataShape(data.num_classes, images.shape[1], images.shape[-1], tuple(data.train.counts()))
-    precision, note = resolve_precision(cfg.precision, device)
-    ctx = RunContext(
-        device=device, rank=rank, world_size=world, run_dir=out, cache_dir=cache_root(),
-        evaluator=lazy_evaluator(data.config, device), precision=precision,
+    _, record = run_recipe(
+        cfg, data, out, resume=resume, evaluate=evaluation_during_training(cfg, out),
+        evaluator=lazy_evaluator(data.config, device), device=device, rank=rank, world_size=world,
+        overrides=overrides, write_data=allow_change, console=console,
+        data_files={"valid_split.json": split} if split is not None else {},
     )  # fmt: skip
-    method = build_method(cfg, shape, ctx)
-    trainer = Trainer(method, data, ctx, [
-        DivergenceGuard(check_every=cfg.ckpt_every),
-        SampleGrid(out, cfg.sample_every, cfg.sample_classes, cfg.seed),
-        Evaluation(evaluation_during_training(cfg, out), cfg.eval_every, cfg.best_metric,
-                   higher_is_better(cfg.best_metric), out),
-        SyncCheck(cfg.ckpt_every),
-    ])  # fmt: skip
-    if resume:
-        trainer.load_state_dict(load_checkpoint(checkpoint_path(out, "last"), device))
-        if trainer.remaining_steps() <= 0:
-            raise TailganError(
-                f"{out} is already at step {trainer.phase_step} >= steps={cfg.steps}; pass a larger --steps to continue"
-            )
-        method.set_learning_rates({k: v for k, v in overrides.items() if k.startswith("optim.")})
-        if is_main:
-            trim_log(out, [p.name for p in trainer.phases], trainer.phase_index, trainer.phase_step)
-            rebuild_tensorboard(out)
-    if is_main:
-        save_yaml(cfg, out / "config.yaml")  # a resume records the settings it changed
-        if not resume or allow_change:  # a run continued on changed data records the data it now uses
-            save_manifest(data.manifest, out / "data_manifest.json")
-            if split is not None:
-                atomic_write_json(out / "valid_split.json", split)
-    log = RunLog(out, is_main, cfg.steps, console=console)
-    ctx.log = log.write
-    last = LastRecord()
-    trainer.callbacks += [log, last, Checkpoints(out, cfg.ckpt_every, cfg.keep_checkpoints)]
-    log.write({
-        "event": "resume" if resume else "start", "phase": trainer.phase.name if trainer.phase else "done",
-        "step": trainer.phase_step, "precision": precision.name, "channels_last": precision.channels_last,
-        **({"compiled": list(method.compiled_nets)} if method.compiled else {}),
-        **({"overrides": overrides} if overrides else {}), **({"note": note} if note else {}),
-        **({"compile_note": method.compile_note} if method.compile_note else {}),
-    })  # fmt: skip
-    try:
-        with stop_on_signals(trainer):
-            trainer.run()
-        if trainer.stop_signal is not None:
-            stop_after_signal(trainer, out, log)
-    finally:
-        log.close()
-    return last.record
-
-
-def stop_after_signal(trainer: Trainer, out: Path, log: RunLog) -> None:
-    """A signal stopped ``trainer`` after a whole step: write ``last.pt`` there, say so, exit 128 + signal."""
-    name = signal.Signals(trainer.stop_signal).name
-    trainer.save(checkpoint_path(out, "last"))
-    where = f"step {trainer.phase_step} of {trainer.phase.name}" if trainer.phase else "the end"
-    log.write({"event": "stopped", "signal": name, "phase": trainer.phase.name if trainer.phase else "done",
-               "step": trainer.phase_step})  # fmt: skip
-    raise Interrupted(
-        f"stopped by {name} at {where}; checkpoint written to {checkpoint_path(out, 'last')}; continue with "
-        f"tailgan train --resume {out}",
-        trainer.stop_signal,
-    )
+    return record
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -58,7 +58,7 @@ class Records(Callback):
     def __init__(self, log):
         self.log = log
 
-    def on_step(self, trainer, event):
+    def after_step(self, trainer, event):
         if event.record:
             self.log(event.record)
 

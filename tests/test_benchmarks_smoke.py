@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 ROOT = os.environ.get("TAILGAN_DATA") or str(REPO.parent / "shared" / "data")
 needs_fmnist = pytest.mark.skipif(
     not (Path(ROOT) / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file(),
@@ -129,3 +130,31 @@ def test_device_check_script(tmp_path):
         "--out", str(tmp_path), cwd=tmp_path)  # fmt: skip
     doc = results(tmp_path / "device_check.json")
     assert doc["failed"] == [] and doc["presets"][0]["ok"]
+
+
+def test_classify_fmnist_lt_merges_a_second_run(tmp_path):
+    common = ["--data", "digits_lt", "--seeds", "1", "--epochs", "1", "--set", "min_steps=30", "--stem", "classify",
+              "--out", str(tmp_path)]  # fmt: skip
+    run("classify_fmnist_lt", *common, "--strategies", "vanilla", "--upper", cwd=tmp_path)
+    run("classify_fmnist_lt", *common, "--strategies", "la", "--merge", cwd=tmp_path)
+    doc = results(tmp_path / "classify.json")
+    rows = [r["strategy"] for r in doc["results"]]
+    assert rows[0] == "vanilla" and rows[-1] == "la" and [r.startswith("upper:") for r in rows[1:-1]] == [True] * 2
+    assert doc["command"].startswith("python benchmarks/classify_fmnist_lt.py --data digits_lt") and doc["machine"]
+
+
+@needs_fmnist
+def test_if_sweep(tmp_path):
+    run("if_sweep", "--run", "--factors", "10", "--seeds", "1", "--rows", "vanilla,feat-calibrate", "--epochs", "0.05",
+        "--out", str(tmp_path), cwd=tmp_path)  # fmt: skip
+    report = results(tmp_path / "if_sweep" / "if_sweep_10.json")
+    assert [r["strategy"] for r in report["results"]] == ["vanilla", "feat-calibrate"]
+    assert "| 10 | " in (tmp_path / "if_sweep.md").read_text() and (tmp_path / "if_sweep.png").is_file()
+
+
+def test_compare_tables(tmp_path):
+    out = tmp_path / "compare.md"
+    run("compare_tables", str(RESULTS / "classify_fmnist_lt_v2.json"), str(RESULTS / "classify_fmnist_lt_v3.json"),
+        "--labels", "v2", "v3", "--note", "a note", "--out", str(out), cwd=tmp_path)  # fmt: skip
+    md = out.read_text().splitlines()
+    assert md[0] == "# v2 vs v3" and "- a note" in md and any(line.startswith("| vanilla | ") for line in md)

@@ -234,17 +234,17 @@ def test_binary_pair_keeps_two_classes_relabelled_with_chosen_counts():
 
 @pytest.mark.parametrize("strategy", ["cyclegan-aug", "cyclegan-alt"])
 def test_joint_strategies_select_on_validation_and_never_train_on_it(strategy, monkeypatch):
-    import tailgan.baselines.joint as joint
+    import tailgan.engine.run as run_wiring
     from tailgan.classify import train_and_score
 
     seen = []
-    real_trainer = joint.Trainer
+    real_trainer = run_wiring.Trainer
 
     def recording_trainer(method, data, *args, **kwargs):
         seen.append(data.train)
         return real_trainer(method, data, *args, **kwargs)
 
-    monkeypatch.setattr(joint, "Trainer", recording_trainer)
+    monkeypatch.setattr(run_wiring, "Trainer", recording_trainer)
     data = digits_pair()
     r = train_and_score(data, strategy, seed=0, log=lambda s: None, **JOINT)
     assert r["strategy"] == strategy

@@ -1,19 +1,27 @@
 """benchmarks/device_check.py (issue 29's prepared GPU check) runs unchanged on the CPU with tiny settings."""
 
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import device_check  # noqa: E402
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def device_check():
+    """The script as a module, imported as ``python benchmarks/device_check.py`` would (its folder first on the
+    path, for ``_harness``), for this module's tests only."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        yield importlib.import_module("device_check")
 
 TINY = ["--device", "cpu", "--data", "digits_lt", "--tiny", "--steps", "2", "--speed-steps", "2", "--speed-warmup",
         "1", "--batches", "8"]  # fmt: skip
 
 
-def test_presets_ddp_and_speed_on_the_cpu(tmp_path, capsys):
+def test_presets_ddp_and_speed_on_the_cpu(device_check, tmp_path, capsys):
     rc = device_check.main([*TINY, "--presets", "ecogan-dcgan,bagan-gp", "--sections", "presets,ddp,speed",
                             "--out", str(tmp_path)])  # fmt: skip
     doc = json.loads((tmp_path / "device_check.json").read_text())
@@ -32,7 +40,7 @@ def test_presets_ddp_and_speed_on_the_cpu(tmp_path, capsys):
     assert "| ecogan-dcgan | yes |" in md and "| resnet32 | 8 |" in md and "ddp**: skipped" in md
 
 
-def test_a_failing_preset_is_recorded_and_the_run_goes_on(tmp_path):
+def test_a_failing_preset_is_recorded_and_the_run_goes_on(device_check, tmp_path):
     rc = device_check.main([*TINY, "--presets", "no-such-recipe,ecogan-dcgan", "--sections", "presets",
                             "--out", str(tmp_path)])  # fmt: skip
     doc = json.loads((tmp_path / "device_check.json").read_text())
@@ -41,7 +49,7 @@ def test_a_failing_preset_is_recorded_and_the_run_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_classify_and_eval_through_the_cli_on_the_cpu(tmp_path):
+def test_classify_and_eval_through_the_cli_on_the_cpu(device_check, tmp_path):
     rc = device_check.main([*TINY, "--presets", "ecogan-dcgan", "--sections", "presets,classify,eval",
                             "--classify-epochs", "0.2", "--eval-n", "100", "--out", str(tmp_path)])  # fmt: skip
     doc = json.loads((tmp_path / "device_check.json").read_text())

@@ -139,6 +139,47 @@ def test_trainer_steps_one_at_a_time():
         trainer.step()
 
 
+class Adds(Callback):
+    """Adds ``{key: step}`` to the record at every ``every``-th step and keeps the finished records."""
+
+    def __init__(self, key, every):
+        self.key, self.every, self.seen = key, every, []
+
+    def on_step(self, trainer, event):
+        assert isinstance(event.record, dict) or not event.record  # the trainer's averages, before any callback
+        return {self.key: event.step} if event.step % self.every == 0 else None
+
+    def after_step(self, trainer, event):
+        self.seen.append(dict(event.record))
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_callbacks_return_their_record_fields_in_any_order(order):
+    """Each callback returns what it adds to the log record; every callback then sees the same finished record
+    whatever their order, a step that logs nothing gets a record naming its phase and step, and two callbacks
+    setting one field is an error."""
+    cfg = make_config("toy-translate", data="digits_lt", overrides=[*SMALL, "log_every=2"], steps=2)
+    data = load_data(cfg.data)
+    a, b = Adds("a", 1), Adds("b", 2)
+    trainer = Trainer(build_method(cfg, DataShape(10, 1, 8, tuple(data.train.counts())), RunContext()), data,
+                      callbacks=[a, b] if order == 0 else [b, a])  # fmt: skip
+    trainer.step(), trainer.step()
+    assert a.seen == b.seen
+    assert a.seen[0] == {"phase": "translate", "step": 1, "a": 1}  # not a logging step: only a's field
+    assert a.seen[1]["a"] == 2 and a.seen[1]["b"] == 2 and "d_loss" in a.seen[1] and "steps_per_s" in a.seen[1]
+
+    class Mutates(Callback):
+        def after_step(self, trainer, event):
+            event.record["x"] = 1  # the finished record is read-only: no callback changes what the next one sees
+
+    trainer.callbacks = [Mutates()]
+    with pytest.raises(TypeError):
+        trainer.step()
+    trainer.callbacks = [Adds("a", 1), Adds("a", 1)]
+    with pytest.raises(TailganError, match="both set the log field 'a'"):
+        trainer.step()
+
+
 @pytest.mark.parametrize(
     "preset, expect",
     [

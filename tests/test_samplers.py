@@ -1,5 +1,6 @@
 """tailgan.samplers.GenerativeOverSampler: imbalanced-learn's sampler contract with a tiny GAN behind it."""
 
+import json
 from collections import Counter
 from unittest import SkipTest
 
@@ -21,7 +22,10 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
-from tailgan.data.images import fit_images
+from tailgan.data import load_data
+from tailgan.data.arrays import in_memory_data
+from tailgan.data.images import ImageSet, fit_images
+from tailgan.engine import load_run_config
 from tailgan.errors import TailganError
 from tailgan.io import load_checkpoint, save_checkpoint
 from tailgan.samplers import (
@@ -304,6 +308,24 @@ def test_pretrained_run_is_reused_and_a_diverged_one_refused(tmp_path):
     save_checkpoint(_poison(load_checkpoint(path)), path)
     with pytest.raises(TailganError, match="NaN/Inf outputs"):
         GenerativeOverSampler(run=str(run), random_state=0).fit_resample(X, y)
+
+
+def test_training_reads_the_arrays_in_memory_and_writes_no_copy_of_them(tmp_path):
+    """The run trains on X as it is in memory (source ``arrays``, not a folder of exported images): its manifest
+    records X's counts and pixels fitted as every source is (8 px padded to 32), and the saved run says plainly
+    that its data cannot be loaded again."""
+    X, y = small_images()
+    run = tmp_path / "run"
+    tiny(save_run=str(run)).fit_resample(X, y)
+    assert not list(run.rglob("*.png"))
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    assert manifest["source"] == "arrays" and manifest["counts"] == [12, 5, 3] and manifest["resolution"] == 32
+    data = in_memory_data(ImageSet(torch.from_numpy(X[:, None]), torch.from_numpy(y), ["0", "1", "2"]), 32, 1, "pad")
+    assert data.train.images.shape == (20, 1, 32, 32) and len(data.test) == 0
+    assert torch.equal(crop_or_resize(data.train.images, 8, 8, "pad"), torch.from_numpy(X[:, None]))
+    assert manifest["content"]["train"] == data.manifest["content"]["train"]
+    with pytest.raises(TailganError, match="trained on arrays in memory"):
+        load_data(load_run_config(run).data)
 
 
 # -- the confidence filter --------------------------------------------------------------------------------------

@@ -33,11 +33,11 @@ from torch import nn
 from torchvision.utils import save_image
 
 from tailgan.data import ImageSet, LongTailedData
-from tailgan.engine import DataShape, DivergenceGuard, RunContext, Trainer, build_method, make_config
+from tailgan.engine import Trainer, make_config
+from tailgan.engine.run import build_trainer
 from tailgan.engine.trainer import Callback, StepEvent
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write
-from tailgan.nets.precision import resolve_precision
 
 # strategy -> (recipe, mode)
 JOINT_MODES = {
@@ -117,6 +117,9 @@ class _Selection(Callback):
     def set_lr(self, k: int) -> None:
         for group in self.opt.param_groups:
             group["lr"] = self.lr * self.schedule(k)
+
+    def on_start(self, trainer: Trainer) -> None:
+        self.set_lr(0)  # the first update's rate (alt's cls_warmup, if any, runs at it too)
 
     def on_step(self, trainer: Trainer, event: StepEvent) -> None:
         if not event.phase.main:
@@ -221,20 +224,14 @@ def train_joint(
         raise TailganError(f"strategy {strategy}: both classes need training images, got counts {counts}")
     overrides = joint_recipe_options(strategy, cfg, counts, seed, device)
     tcfg = make_config(recipe, overrides=overrides, steps=steps)
-    device = torch.device(device)
-    precision, note = resolve_precision(tcfg.precision, device)
-    if note:
-        log(note)
-    shape = DataShape(real.num_classes, real.images.shape[1], real.images.shape[-1], tuple(counts))
     with torch.random.fork_rng(devices=[]):  # build_method seeds the global generator; leave the caller's as it was
-        method = build_method(tcfg, shape, RunContext(device=device, precision=precision))
-    train_data = replace(data, train=real, valid=None)
+        trainer = build_trainer(tcfg, replace(data, train=real, valid=None), device=device, log=log)
+    method = trainer.method
     c, opt = method.nets["C"], method.optimizers["C"]
     schedule = (lambda k: lr_factor(k, steps, cfg.warmup)) if lr_factor is not None else (lambda k: 1.0)
     cls_lr = joint_classifier_lr(strategy, cfg)
     select = _Selection(c, opt, cls_lr, steps, schedule, evaluate, set(eval_at))
-    trainer = Trainer(method, train_data, callbacks=[DivergenceGuard(), select])
-    select.set_lr(0)  # the first update's rate (alt's cls_warmup, if any, runs at it too)
+    trainer.callbacks.append(select)
     trainer.run()
     if cfg.joint_grid_dir is not None:
         write_grid(method, Path(cfg.joint_grid_dir) / f"{strategy}_seed{seed}.png", seed)
@@ -247,7 +244,7 @@ def train_joint(
         "valid_acsa": select.best["acsa"] if evaluate is not None else None,
         "tau": None,
         "history": select.history,
-        "joint": _joint_record(method, recipe, mode, overrides, cls_lr, precision.name),
+        "joint": _joint_record(method, recipe, mode, overrides, cls_lr, method.precision.name),
     }
     return c, record
 

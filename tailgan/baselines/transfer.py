@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailgan.config import from_dict, save_yaml, to_dict
+from tailgan.config import from_dict, to_dict
 from tailgan.data import BatchStream, LongTailedData, load_data, to_float
 from tailgan.data.splits import carve_validation
-from tailgan.engine import Checkpoints, DataShape, DivergenceGuard, LastRecord, RunContext, RunLog, Trainer
 from tailgan.engine.config import TrainConfig, make_config, resolve_options
 from tailgan.engine.fit import fit
-from tailgan.engine.generator import build_method
+from tailgan.engine.run import run_recipe
 from tailgan.errors import TailganError
 from tailgan.io import atomic_write_json, load_checkpoint, save_checkpoint
 from tailgan.losses.dfg import classifier_channel_weights, classify_with_omega1, head_l2, regularizer_weights
@@ -333,29 +332,10 @@ def train_dfg(
     an existing ``checkpoints/last.pt`` is resumed (bit-exact on the CPU). ``steps``: stop after this many
     steps in this call (the run continues later). Returns the recipe and the last log record.
     """
-    out = Path(out)
     tc = dfg_config(data, source, cfg, seed)
-    shape = DataShape(data.num_classes, data.train.images.shape[1], data.train.images.shape[-1],
-                      tuple(data.train.counts()))  # fmt: skip
-    ctx = RunContext(device=torch.device(device), run_dir=out)
-    method = build_method(tc, shape, ctx)
-    trainer = Trainer(method, data, ctx, [DivergenceGuard()])
-    last_pt = out / "checkpoints" / "last.pt"
-    resume = last_pt.is_file()
-    if resume:
-        trainer.load_state_dict(load_checkpoint(last_pt, device))
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(tc, out / "config.yaml")
-    log, last = RunLog(out, True, tc.steps), LastRecord()
-    ctx.log = log.write
-    trainer.callbacks += [log, last, Checkpoints(out, tc.ckpt_every)]
-    log.write({"event": "resume" if resume else "start", "phase": "dfg", "step": trainer.phase_step})
-    try:
-        if not trainer.done and trainer.remaining_steps() > 0:
-            trainer.run(steps=steps)
-    finally:
-        log.close()
-    return method, last.record
+    resume = (Path(out) / "checkpoints" / "last.pt").is_file()
+    trainer, record = run_recipe(tc, data, out, resume=resume, device=device, steps=steps, finished_ok=True)
+    return trainer.method, record
 
 
 def train_and_score_transfer(

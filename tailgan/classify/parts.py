@@ -22,6 +22,7 @@ import torch
 from imblearn.over_sampling import SMOTE, RandomOverSampler
 from imblearn.under_sampling import RandomUnderSampler
 
+from tailgan.data.arrays import flatten_images, to_pixels
 from tailgan.errors import TailganError
 from tailgan.losses.classification import (
     balanced_softmax_loss,
@@ -235,9 +236,9 @@ def smote_images(
             stacklevel=2,
         )
     shape = images.shape[1:]
-    X = images.reshape(len(images), -1).numpy().astype(np.float32)
+    X = flatten_images(images.numpy()).astype(np.float32)
     X_res, y_res = SMOTE(k_neighbors=k, random_state=random_state).fit_resample(X, y)
-    out = torch.from_numpy(np.clip(np.rint(X_res), 0, 255).astype(np.uint8)).reshape(-1, *shape)
+    out = torch.from_numpy(to_pixels(X_res, 0.0, 255.0)).reshape(-1, *shape)  # rounded to levels, clipped
     return out, torch.from_numpy(np.asarray(y_res, dtype=np.int64))
 
 

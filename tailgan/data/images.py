@@ -60,6 +60,19 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """A batch (N, C, H, W), uint8 or float, to ``channels``: grey -> RGB replicates the grey channel, RGB -> grey
+    takes ITU-R 601 luma (torchvision)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if channels == 3 and c == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1 and c == 3:
+        return TF.rgb_to_grayscale(images, num_output_channels=1)
+    raise TailganError(f"cannot convert {c}-channel images to {channels} channels")
+
+
 def fit_images(images: torch.Tensor, resolution: int | None, channels: int | None, fit: str = "resize") -> torch.Tensor:
     """Bring a uint8 batch (N, C, H, W) to ``channels`` and a square ``resolution``.
 
@@ -74,14 +87,8 @@ def fit_images(images: torch.Tensor, resolution: int | None, channels: int | Non
         raise TailganError(f"fit policy {fit!r} is unknown; use one of {', '.join(FIT_POLICIES)}")
     if channels is not None and channels not in (1, 3):
         raise TailganError(f"channels={channels} is not supported; use 1 (grayscale) or 3 (RGB)")
-    c = images.shape[1]
-    if channels is not None and channels != c:
-        if channels == 3 and c == 1:
-            images = images.expand(-1, 3, -1, -1).contiguous()
-        elif channels == 1 and c == 3:
-            images = TF.rgb_to_grayscale(images, num_output_channels=1)
-        else:
-            raise TailganError(f"cannot convert {c}-channel images to {channels} channels")
+    if channels is not None:
+        images = convert_channels(images, channels)
     if resolution is None:
         return images
     h, w = images.shape[-2:]

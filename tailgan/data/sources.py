@@ -186,4 +186,9 @@ def load_source(
         return load_folder_source(root, resolution, channels, fit, skip_bad)
     if name == "places_lt":
         return load_places_lt(root, resolution, channels, fit, skip_bad)
+    if name == "arrays":  # tailgan.data.arrays.in_memory_data: the images were never on disk
+        raise TailganError(
+            "this run was trained on arrays in memory (GenerativeOverSampler), which cannot be loaded again; give "
+            "the data to use with --data (and --root)"
+        )
     raise TailganError(f"unknown data source {name!r}; choose one of {', '.join(SOURCE_NAMES)}")

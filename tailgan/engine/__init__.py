@@ -11,6 +11,7 @@ from tailgan.engine.config import (
 )
 from tailgan.engine.distributed import finish_distributed, init_distributed, pick_device
 from tailgan.engine.generator import TrainedGenerator, build_method, checkpoint_path, load_generator
+from tailgan.engine.run import build_trainer, data_shape, run_recipe
 from tailgan.engine.streams import Batches
 from tailgan.engine.trainer import (
     Callback,
@@ -52,11 +53,14 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "build_method",
+    "build_trainer",
     "checkpoint_path",
+    "data_shape",
     "finish_distributed",
     "init_distributed",
     "load_generator",
     "load_run_config",
     "make_config",
     "pick_device",
+    "run_recipe",
 ]

@@ -2,8 +2,10 @@
 
 ``Trainer(method, data, ctx, callbacks)`` walks the recipe's phases in order; ``step()`` makes one step of
 the current phase (beginning and ending phases as it goes) and returns its losses, ``run()`` steps to the
-end. After every step the callbacks see a :class:`StepEvent`, in order: the divergence guard, sample grids,
-evaluation, logging, checkpoints. The trainer's state (phase, step, every stream's position, the
+end. The callbacks' contract (:class:`Callback`) has two rounds after every step, so their order in the list
+does not matter: ``on_step`` sees the :class:`StepEvent` and *returns* what it adds to the step's log record
+(an evaluation's figures, a DDP sync check), ``after_step`` then sees the finished record (the log, the last
+record, checkpoints). The trainer's state (phase, step, every stream's position, the
 recipe's networks, optimizers and random generators) is one checkpoint, so N steps + resume + N steps
 equals 2N steps bit for bit on the CPU.
 """
@@ -18,10 +20,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -42,23 +45,54 @@ class TrainingDiverged(TailganError):
 @dataclass
 class StepEvent:
     """What callbacks see after a step: the phase, its step, whether it was the phase's last, the step's
-    losses (tensors) and the log record being built (empty between logging steps)."""
+    losses (tensors) and its log record: in ``on_step`` the trainer's averages at logging steps (empty
+    between them), in ``after_step`` the finished record with every callback's fields."""
 
     phase: Phase
     step: int
     last: bool
     losses: dict[str, torch.Tensor]
-    record: dict = field(default_factory=dict)
+    record: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Callback:
-    """Hooks of the training loop; each does one thing (log, grid, evaluate, checkpoint, guard)."""
+    """Hooks of the training loop; each does one thing (log, grid, evaluate, checkpoint, guard).
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: B027 - optional hook
+    - ``on_start(trainer)``: once per ``run()``, before its first step;
+    - ``on_step(trainer, event) -> dict | None``: observe the step, act on it (a guard raises, a grid is
+      written) and return the fields it adds to the step's log record (``None``: nothing). Two callbacks
+      returning the same field is an error;
+    - ``after_step(trainer, event)``: the record is finished (read-only); writers act on it;
+    - ``on_end(trainer)``: ``run()`` reached its end.
+    """
+
+    def on_start(self, trainer: Trainer) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def on_step(self, trainer: Trainer, event: StepEvent) -> dict | None:  # noqa: B027 - optional hook
+        return None
+
+    def after_step(self, trainer: Trainer, event: StepEvent) -> None:  # noqa: B027 - optional hook
         pass
 
     def on_end(self, trainer: Trainer) -> None:  # noqa: B027 - optional hook
         pass
+
+
+def step_record(event: StepEvent, fields: list[tuple[str, dict]]) -> Mapping[str, Any]:
+    """The step's log record: the trainer's averages plus each callback's fields (a record made only by a
+    callback, e.g. an evaluation between logging steps, still names its phase and step)."""
+    if not fields:
+        return MappingProxyType(dict(event.record))
+    record = dict(event.record) or {"phase": event.phase.name, "step": event.step}
+    owner = dict.fromkeys(record, "the trainer")
+    for name, extra in fields:
+        clash = [k for k in extra if k in owner and k not in ("phase", "step")]
+        if clash:
+            raise TailganError(f"callbacks {owner[clash[0]]} and {name} both set the log field {clash[0]!r}")
+        record.update(extra)
+        owner.update(dict.fromkeys(extra, name))
+    return MappingProxyType(record)
 
 
 class Trainer:
@@ -81,6 +115,7 @@ class Trainer:
         self.phase_index, self.phase_step, self.begun = 0, 0, False
         self.best: dict | None = None
         self.stop_signal: int | None = None  # set by stop_on_signals: finish the step, then stop
+        self.precision_note: str | None = None  # why the precision policy fell back, for the run's first record
         self._sums: dict[str, torch.Tensor] = {}
         self._count, self._t0 = 0, time.perf_counter()
 
@@ -150,8 +185,10 @@ class Trainer:
             if phase.record is not None:
                 event.record.update(phase.record(self.data, event.record))
             self._sums, self._count, self._t0 = {}, 0, time.perf_counter()
+        fields = [(type(cb).__name__, extra) for cb in self.callbacks if (extra := cb.on_step(self, event))]
+        event.record = step_record(event, fields)
         for cb in self.callbacks:
-            cb.on_step(self, event)
+            cb.after_step(self, event)
         return losses
 
     def run(self, steps: int | None = None, phase: str | None = None) -> None:
@@ -161,6 +198,8 @@ class Trainer:
         if phase is not None and phase not in names:
             raise TailganError(f"no phase {phase!r}; this recipe's phases are {', '.join(names)}")
         stop_at = names.index(phase) + 1 if phase is not None else len(self.phases)
+        for cb in self.callbacks:
+            cb.on_start(self)
         while (steps is None or n < steps) and self.phase_index < stop_at and not self.stopping():
             self._enter_phase()
             if self.phase_index >= stop_at:
@@ -346,17 +385,17 @@ class Evaluation(Callback):
     def __init__(self, evaluate: Any, every: int, metric: str, higher_is_better: bool, out: Path) -> None:
         self.evaluate, self.every, self.metric, self.higher, self.out = evaluate, every, metric, higher_is_better, out
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+    def on_step(self, trainer: Trainer, event: StepEvent) -> dict | None:
         if not (self.every and event.phase.main and due(event.step, self.every, event.last)):
-            return
+            return None
         scores = self.evaluate(trainer)
         if not (trainer.ctx.is_main and scores):
-            return
-        event.record = {"step": event.step, "phase": event.phase.name, **event.record, **scores}
+            return None
         value, best = scores.get(self.metric), trainer.best
         if value is not None and (best is None or (value > best["value"] if self.higher else value < best["value"])):
             trainer.best = {"metric": self.metric, "value": value, "step": event.step}
             trainer.save(self.out / "checkpoints" / "best.pt")
+        return scores
 
 
 class Checkpoints(Callback):
@@ -369,7 +408,7 @@ class Checkpoints(Callback):
     def at_checkpoint(self, event: StepEvent) -> bool:
         return due(event.step, self.every, event.last)
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+    def after_step(self, trainer: Trainer, event: StepEvent) -> None:
         if not self.at_checkpoint(event):
             return
         trainer.save(self.out / "checkpoints" / "last.pt")
@@ -383,15 +422,10 @@ class SyncCheck(Callback):
     def __init__(self, every: int) -> None:
         self.every = every
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+    def on_step(self, trainer: Trainer, event: StepEvent) -> dict | None:
         if trainer.ctx.world_size > 1 and due(event.step, self.every, event.last):
-            event.record = {
-                "step": event.step,
-                "phase": event.phase.name,
-                **event.record,
-                "ddp_in_sync": ranks_in_sync(trainer.method.nets),
-                "world_size": trainer.ctx.world_size,
-            }
+            return {"ddp_in_sync": ranks_in_sync(trainer.method.nets), "world_size": trainer.ctx.world_size}
+        return None
 
 
 class LastRecord(Callback):
@@ -400,7 +434,7 @@ class LastRecord(Callback):
     def __init__(self) -> None:
         self.record: dict = {}
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
+    def after_step(self, trainer: Trainer, event: StepEvent) -> None:
         if event.record:
             self.record = dict(event.record)
 
@@ -457,8 +491,8 @@ class RunLog(Callback):
         else:
             print(text, flush=True)
 
-    def on_step(self, trainer: Trainer, event: StepEvent) -> None:
-        self.write(event.record)
+    def after_step(self, trainer: Trainer, event: StepEvent) -> None:
+        self.write(dict(event.record))
         if not self.console:
             return
         if self.bar_phase is not event.phase:  # a new phase: its own bar, from where a resumed run stands

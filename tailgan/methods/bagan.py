@@ -112,11 +112,7 @@ class BAGAN(AutoencoderPretraining, AdversarialMethod):
         self.nets["G"] = ClassGaussianGenerator(DCGANDecoder(z_dim, c, s, conv_dim), k, z_dim, c, s)
         self.encoder = self.make_encoder(z_dim, conv_dim).to(self.device)
         self.nets["D"] = ClassifierDiscriminator(k, c, s, conv_dim, heads=self.heads)
-        opt = cfg.optim
-        self.optimizers["G"] = self.make_adam(self.nets["G"].parameters(), opt.g_lr, opt.betas, opt.eps)
-        self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), opt.d_lr, opt.betas, opt.eps)
-        if cfg.ema:
-            self.add_ema("G")
+        self.add_gan_optimizers()
         self.build_pretraining()
 
     def check_options(self) -> None:

@@ -111,11 +111,7 @@ class BAGANGP(AutoencoderPretraining, Regularized, AdversarialMethod):
         self.nets["D"] = FlatProjectionDiscriminator(
             k, c, s, conv_dim, embed_dim=cfg.model.embed_dim, hidden=o.d_hidden
         )
-        opt = cfg.optim
-        self.optimizers["G"] = self.make_adam(self.nets["G"].parameters(), opt.g_lr, opt.betas, opt.eps)
-        self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), opt.d_lr, opt.betas, opt.eps)
-        if cfg.ema:
-            self.add_ema("G")
+        self.add_gan_optimizers()
         self.build_pretraining()
         self.setup_regularizers()
 

@@ -308,6 +308,14 @@ class AdversarialMethod(Method):
     Every random draw comes in the order the recipes always made it, so their numbers are unchanged.
     """
 
+    def add_gan_optimizers(self) -> None:
+        """Adam for G and D with ``optim``'s rates, betas and eps, and G's EMA copy where ``ema`` is on."""
+        o = self.cfg.optim
+        self.optimizers["G"] = self.make_adam(self.nets["G"].parameters(), o.g_lr, o.betas, o.eps)
+        self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), o.d_lr, o.betas, o.eps)
+        if self.cfg.ema:
+            self.add_ema("G")
+
     # -- supplied by recipes --------------------------------------------------------------------------------
     def d_batches(self, batches: Batches) -> Iterator[Batch]:
         """The real batch of each D step, drawn as the step starts: a fresh one each time."""

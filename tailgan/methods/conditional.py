@@ -35,11 +35,7 @@ class ConditionalGAN(Regularized, AdversarialMethod):
         self.nets["D"] = build_discriminator(
             cfg.model, self.num_classes, self.img_channels, self.img_size, head=self.head
         )
-        o = cfg.optim
-        self.optimizers["G"] = self.make_adam(self.nets["G"].parameters(), o.g_lr, o.betas, o.eps)
-        self.optimizers["D"] = self.make_adam(self.nets["D"].parameters(), o.d_lr, o.betas, o.eps)
-        if cfg.ema:
-            self.add_ema("G")
+        self.add_gan_optimizers()
         self.d_adv, self.g_adv = ADV_LOSSES[cfg.loss.adv]
         self.setup_regularizers()
 

@@ -99,7 +99,6 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     run_dir: Path | None = None
-    cache_dir: Path | None = None
     log: Callable[[dict], None] = lambda record: None
     evaluator: Callable[[], Any] | None = None
     precision: Precision = field(default_factory=Precision)  # fp32 unless the engine resolved a fast path
