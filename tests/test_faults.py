@@ -23,6 +23,7 @@ from PIL import Image
 
 from tailgan.cli import main as cli
 from tailgan.data import to_uint8
+from tailgan.engine import load_run_config
 from tailgan.errors import TailganError
 from tailgan.io import load_checkpoint, save_checkpoint
 from tailgan.outputs import FolderLock
@@ -705,5 +706,9 @@ def test_a_key_added_after_the_run_was_written_resumes_with_its_old_behaviour(tm
     assert train(run, steps=1) == 0
     text = (run / "config.yaml").read_text()
     assert "  gp_every: 1\n" in text and ADDED_KEYS["loss.gp_every"] == 1
-    (run / "config.yaml").write_text(text.replace("  gp_every: 1\n", ""))  # a run of an older tailgan
+    assert "  gp_autocast: true\n" in text  # the default since issue 29; older runs trained with it false
+    old_text = text.replace("  gp_every: 1\n", "").replace("  gp_autocast: true\n", "")
+    (run / "config.yaml").write_text(old_text)  # a run of an older tailgan
+    assert not load_run_config(run).loss.gp_autocast  # loaded (for sampling or resuming) as it trained
     assert cli(["train", "--resume", str(run), "--steps", "2"]) == 0
+    assert "  gp_autocast: false\n" in (run / "config.yaml").read_text()  # and written back so

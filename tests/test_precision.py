@@ -1,6 +1,8 @@
 """The fast path: bf16 autocast + channels-last by default where the CPU has native bf16, exact fp32 on
 request, a logged fallback elsewhere."""
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from helpers import flatten_state, noise_gan_recipes
@@ -67,6 +69,34 @@ def test_autocast_is_really_active_in_fast_mode():
     m32.nets["G"].register_forward_hook(lambda mod, inp, out: outputs.append(out.dtype))
     Trainer(m32, data).step()
     assert set(outputs) == {torch.float32}
+
+
+@needs_bf16
+@pytest.mark.parametrize("overrides, critic_dtypes", [
+    ([], {torch.bfloat16}),  # precision=auto: the penalty's critic pass under autocast (issue 29's default)
+    (["loss.gp_autocast=false"], {torch.float32}),  # one switch away: the whole penalty in fp32
+    (["precision=fp32"], {torch.float32}),
+])  # fmt: skip
+def test_the_gradient_penalty_runs_under_autocast_by_default(overrides, critic_dtypes):
+    """D's outputs inside the penalty (the interpolates' critic pass) are bf16 by default on the fast path."""
+    cfg = make_config("ecogan-dcgan", overrides=[*TINY, *overrides], steps=1)
+    data = load_data(cfg.data)
+    prec, _ = resolve_precision(cfg.precision, torch.device("cpu"))
+    m = build_method(cfg, DataShape(10, 1, 32, tuple(data.train.counts())), RunContext(precision=prec))
+    seen, inside = [], []
+    m.nets["D"].register_forward_hook(lambda mod, inp, out: seen.append(out["adv"].dtype) if inside else None)
+    original = m.penalty_autocast
+
+    @contextmanager
+    def watched():  # marks the penalty's block, so only its critic pass is recorded
+        inside.append(True)
+        with original():
+            yield
+        inside.pop()
+
+    m.penalty_autocast = watched
+    Trainer(m, data).step()
+    assert seen and set(seen) == critic_dtypes
 
 
 def test_without_native_bf16_it_falls_back_to_fp32_and_says_so(monkeypatch, tmp_path, capsys):

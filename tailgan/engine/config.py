@@ -36,7 +36,9 @@ class LossConfig:
     adv: Literal["bce", "hinge", "wasserstein"] = "hinge"
     gp_weight: float = bounded(0.0, ge=0)  # gradient penalty weight (0: off)
     gp_alpha: Literal["uniform", "normal"] = "uniform"  # interpolation factor; "normal" is ECOGAN's code
-    gp_autocast: bool = False  # the penalty's critic pass under the fast path's autocast (faster, ~1 % off)
+    # the penalty's critic pass under precision=auto's autocast (issue 29: 2,000-step runs of ecogan-dcgan and
+    # bagan-gp lie within or beyond their fp32 seeds' spread); false: the fp32 penalty (precision=fp32 is fp32)
+    gp_autocast: bool = True
     gp_every: int = bounded(1, ge=1)  # lazy regularisation (StyleGAN2): the penalty every k-th D step, weight x k
     cond_lambda: float = bounded(1.0, ge=0)  # weight of the conditional (contrastive / classification) loss
     temperature: float = bounded(1.0, gt=0)
@@ -152,7 +154,7 @@ def make_config(
 
 # Keys added to TrainConfig after runs were written without them, each with the value that reproduces how those
 # runs trained; a resumed run's config.yaml may lack these (and only these), everything else must be there.
-ADDED_KEYS = {"loss.gp_every": 1}
+ADDED_KEYS = {"loss.gp_every": 1, "loss.gp_autocast": False}
 
 
 def with_later_keys(raw: dict) -> dict:
@@ -174,10 +176,9 @@ def load_run_config(run_dir: str | Path, complete: bool = False) -> TrainConfig:
         raise TailganError(
             f"{run_dir} is not a tailgan run (no config.yaml); give the folder `tailgan train --out` wrote"
         )
-    raw = load_yaml(path)
+    raw = with_later_keys(load_yaml(path))  # a key added later reads as the behaviour the run trained with
     cfg = from_dict(TrainConfig, raw)
     if complete:
-        raw = with_later_keys(raw)
         options_cls = get_method(cfg.method).Options
         missing = missing_key(TrainConfig, raw) or (
             missing_key(options_cls, raw.get("options") or {}, "options.") if options_cls is not None else None
