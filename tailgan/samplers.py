@@ -350,7 +350,7 @@ class GenerativeOverSampler(BaseOverSampler):
         cfg = make_config(
             self.method, data={"source": ARRAYS_SOURCE}, overrides=overrides, steps=self.steps, seed=seed
         )
-        data = in_memory_data(images, cfg.data.resolution, cfg.data.channels, cfg.data.fit)
+        data = in_memory_data(images, cfg.data)
         run_dir = Path(self.save_run) if self.save_run is not None else tmp / "run"
         train(cfg, run_dir, console=bool(self.verbose), data=data)
         atomic_write_json(

@@ -154,7 +154,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, overrides: di
     ``overrides``: the settings a resumed run changed (recorded in its log and config.yaml).
     ``allow_data_change``: resume even though the dataset differs from the one the run started on.
     ``console``: progress and log lines on the console (False: only the run folder's files).
-    ``data``: images already in memory (``tailgan.data.in_memory_data``) instead of loading ``cfg.data``.
+    ``data``: images already in memory (``tailgan.data.arrays.in_memory_data``) instead of loading ``cfg.data``.
     """
     out = Path(out)
     rank, world, device = init_distributed(cfg.device)

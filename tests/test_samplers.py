@@ -22,7 +22,7 @@ from sklearn.utils.estimator_checks import (
     check_set_params,
 )
 
-from tailgan.data import load_data
+from tailgan.data import DataConfig, load_data
 from tailgan.data.arrays import in_memory_data
 from tailgan.data.images import ImageSet, fit_images
 from tailgan.engine import load_run_config
@@ -320,12 +320,16 @@ def test_training_reads_the_arrays_in_memory_and_writes_no_copy_of_them(tmp_path
     assert not list(run.rglob("*.png"))
     manifest = json.loads((run / "data_manifest.json").read_text())
     assert manifest["source"] == "arrays" and manifest["counts"] == [12, 5, 3] and manifest["resolution"] == 32
-    data = in_memory_data(ImageSet(torch.from_numpy(X[:, None]), torch.from_numpy(y), ["0", "1", "2"]), 32, 1, "pad")
+    images = ImageSet(torch.from_numpy(X[:, None]), torch.from_numpy(y), ["0", "1", "2"])
+    data = in_memory_data(images, DataConfig(resolution=32, channels=1, fit="pad"))
     assert data.train.images.shape == (20, 1, 32, 32) and len(data.test) == 0
     assert torch.equal(crop_or_resize(data.train.images, 8, 8, "pad"), torch.from_numpy(X[:, None]))
     assert manifest["content"]["train"] == data.manifest["content"]["train"]
     with pytest.raises(TailganError, match="trained on arrays in memory"):
         load_data(load_run_config(run).data)
+    # a long-tail cut asked of X is refused, not silently ignored
+    with pytest.raises(TailganError, match=r"data.recipe='exp'.* does not apply to images given in memory"):
+        tiny(overrides=[*TINY, "data.recipe=exp"]).fit_resample(X, y)
 
 
 # -- the confidence filter --------------------------------------------------------------------------------------

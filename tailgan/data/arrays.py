@@ -172,11 +172,27 @@ def from_pixels(images: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np
     return values.astype(dtype)
 
 
-def in_memory_data(images: ImageSet, resolution: int | None, channels: int | None, fit: str) -> LongTailedData:
-    """``images`` (uint8, the training split) brought to ``resolution`` / ``channels`` by ``fit`` as every source
-    is, with an empty test split and a manifest (source ``arrays``) that records its counts and pixels."""
-    config = DataConfig(source=ARRAYS_SOURCE, resolution=resolution, channels=channels, fit=fit)
-    train = ImageSet(fit_images(images.images, resolution, channels, fit), images.labels, list(images.classes))
+# what a config of data made in memory may set: how the images are fitted (and where a root was recorded)
+IN_MEMORY_FIELDS = ("source", "root", "preset", "resolution", "channels", "fit")
+
+
+def in_memory_data(images: ImageSet, config: DataConfig | None = None) -> LongTailedData:
+    """``images`` (uint8, the training split) brought to ``config``'s resolution / channels by its ``fit`` as every
+    source is, with an empty test split and a manifest (source ``arrays``) that records its counts and pixels.
+
+    The images are used as given: a ``config`` that asks for a long-tail cut or a selection (``data.recipe=...``)
+    is refused rather than ignored."""
+    config = DataConfig() if config is None else config
+    asked = [f"data.{k}={v!r}" for k, v in vars(config).items()
+             if k not in IN_MEMORY_FIELDS and v != getattr(DataConfig, k, v)]  # fmt: skip
+    if asked:
+        raise TailganError(
+            f"{', '.join(asked)} does not apply to images given in memory, which are used as they are; cut the "
+            "arrays before passing them, and set only data.resolution, data.channels and data.fit"
+        )
+    config = config.replace(source=ARRAYS_SOURCE)
+    fitted = fit_images(images.images, config.resolution, config.channels, config.fit)
+    train = ImageSet(fitted, images.labels, list(images.classes))
     test = train.subset(torch.zeros(0, dtype=torch.long))
     manifest = build_manifest(config, train, test, np.arange(len(train)))
     return LongTailedData(train=train, test=test, valid=None, config=config, manifest=manifest)

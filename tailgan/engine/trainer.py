@@ -83,7 +83,7 @@ def step_record(event: StepEvent, fields: list[tuple[str, dict]]) -> Mapping[str
     """The step's log record: the trainer's averages plus each callback's fields (a record made only by a
     callback, e.g. an evaluation between logging steps, still names its phase and step)."""
     if not fields:
-        return MappingProxyType(dict(event.record))
+        return MappingProxyType(event.record)  # the trainer's own dict, made for this step: no copy
     record = dict(event.record) or {"phase": event.phase.name, "step": event.step}
     owner = dict.fromkeys(record, "the trainer")
     for name, extra in fields:
@@ -492,7 +492,8 @@ class RunLog(Callback):
             print(text, flush=True)
 
     def after_step(self, trainer: Trainer, event: StepEvent) -> None:
-        self.write(dict(event.record))
+        if event.record:
+            self.write(dict(event.record))
         if not self.console:
             return
         if self.bar_phase is not event.phase:  # a new phase: its own bar, from where a resumed run stands
